@@ -1,0 +1,10 @@
+"""Adversarial winning tickets in JAX with scalable Mixed Tangent Kernel estimators."""
+
+
+def load_trained(workdir, model_name=None):
+  """`(apply_fn, params)` of a trained model in `workdir`; see `train.load_trained`."""
+  from scalable_awt.train import load_trained as _load_trained
+  return _load_trained(workdir, model_name)
+
+
+__all__ = ["load_trained"]
