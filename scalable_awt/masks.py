@@ -125,3 +125,94 @@ def density_report(mask: PyTree, is_prunable: PrunablePredicate = is_kernel) -> 
       "total_prunable": total_prunable,
       "per_layer": per_layer,
   }
+
+
+def topk_mask_global(scores: PyTree, density: float, prunable: PyTree) -> PyTree:
+  """Keeps exactly round(density * total) largest scores over all prunable leaves."""
+  density = check_density(density)
+  leaves, treedef = jax.tree.flatten(scores)
+  flags = jax.tree.leaves(prunable)
+  flat = jnp.concatenate([leaf.reshape(-1) for leaf, p in zip(leaves, flags) if p])
+  keep = _keep_count(flat.size, density)
+  order = jnp.argsort(-flat, stable=True)
+  kept = jnp.zeros(flat.shape, jnp.float32).at[order[:keep]].set(1.0)
+  out, offset = [], 0
+  for leaf, is_prunable in zip(leaves, flags):
+    if is_prunable:
+      out.append(kept[offset:offset + leaf.size].reshape(leaf.shape))
+      offset += leaf.size
+    else:
+      out.append(jnp.ones(leaf.shape, jnp.float32))
+  return jax.tree.unflatten(treedef, out)
+
+
+def erk_densities(params: PyTree, density: float,
+                  is_prunable: PrunablePredicate = is_kernel) -> PyTree:
+  """Per-layer densities of Erdős–Rényi-Kernel (Evci et al. 2020), overall `density`.
+
+  A layer's density is proportional to sum(shape) / prod(shape), scaled so the
+  prunable weights keep `density` overall; layers that would exceed 1 are kept
+  dense and the rest rescaled. Non-prunable leaves get 1.0.
+  """
+  density = check_density(density)
+  leaves, treedef = jax.tree.flatten(params)
+  flags = jax.tree.leaves(prunable_tree(params, is_prunable))
+  sizes = [leaf.size for leaf in leaves]
+  raw = [sum(leaf.shape) / leaf.size for leaf in leaves]
+  dense_layers: set[int] = set()
+  while True:
+    budget = density * sum(s for s, f in zip(sizes, flags) if f)
+    budget -= sum(sizes[i] for i in dense_layers)
+    scalable = [i for i, f in enumerate(flags) if f and i not in dense_layers]
+    scale = budget / max(sum(raw[i] * sizes[i] for i in scalable), 1e-12)
+    too_dense = [i for i in scalable if scale * raw[i] > 1.0]
+    if not too_dense:
+      break
+    dense_layers.update(too_dense)
+  result = []
+  for i, leaf in enumerate(leaves):
+    if not flags[i] or i in dense_layers:
+      result.append(1.0)
+    else:
+      result.append(float(min(1.0, scale * raw[i])))
+  return jax.tree.unflatten(treedef, result)
+
+
+def topk_mask_by_layer_densities(scores: PyTree, densities: PyTree,
+                                 prunable: PyTree) -> PyTree:
+  """Top-k per layer with a density per leaf (e.g. from `erk_densities`)."""
+  def leaf_mask(score, density, is_prunable):
+    if not is_prunable or density >= 1.0:
+      return jnp.ones(score.shape, jnp.float32)
+    flat = score.reshape(-1)
+    keep = _keep_count(flat.size, density)
+    order = jnp.argsort(-flat, stable=True)
+    return jnp.zeros(flat.shape, jnp.float32).at[order[:keep]].set(1.0).reshape(score.shape)
+  return jax.tree.map(leaf_mask, scores, densities, prunable)
+
+
+DISTRIBUTIONS = ("uniform", "erk", "global")
+
+
+def topk_mask(scores: PyTree, density: float, *, distribution: str = "uniform",
+              is_prunable: PrunablePredicate = is_kernel, params: PyTree = None) -> PyTree:
+  """Top-k of `scores` at `density`, spread over layers by `distribution`.
+
+  "uniform": every prunable layer keeps `density`; "erk": per-layer densities
+  of `erk_densities(params)`; "global": one threshold over all prunable weights.
+  """
+  prunable = prunable_tree(scores, is_prunable)
+  if distribution == "uniform":
+    return topk_mask_per_layer(scores, density, prunable)
+  if distribution == "global":
+    return topk_mask_global(scores, density, prunable)
+  if distribution == "erk":
+    densities = erk_densities(scores if params is None else params, density, is_prunable)
+    return topk_mask_by_layer_densities(scores, densities, prunable)
+  raise ValueError(f"Unknown mask distribution {distribution!r}; use one of {DISTRIBUTIONS}.")
+
+
+def snip_scores(loss_fn: Callable[[PyTree], jax.Array], params: PyTree) -> PyTree:
+  """SNIP connection sensitivity |θ ⊙ ∂L/∂θ| (Lee et al. 2019) at `params`."""
+  grads = jax.grad(loss_fn)(params)
+  return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)

@@ -28,6 +28,8 @@ and float64 inputs and parameters.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -88,6 +90,20 @@ def exact_mtk(apply_fn, params, x, x_adv, *, trace_outputs: bool = False,
   Jit-compatible (`implementation`, `trace_outputs` and `chunk_size` static).
   """
   _check_inputs(x, x_adv)
+  _implementation(implementation)
+  if chunk_size is not None and chunk_size < 1:
+    raise ValueError(f"chunk_size={chunk_size} must be a positive integer or None.")
+  return _exact_mtk_jit(apply_fn, params, x, x_adv, trace_outputs=trace_outputs,
+                        implementation=implementation, chunk_size=chunk_size)
+
+
+# Always compiled: called eagerly, the structured implementation would run its
+# jaxpr interpreter op by op, orders of magnitude slower. Inside an outer jit
+# this inner jit is simply inlined.
+@functools.partial(jax.jit, static_argnames=(
+    "apply_fn", "trace_outputs", "implementation", "chunk_size"))
+def _exact_mtk_jit(apply_fn, params, x, x_adv, *, trace_outputs, implementation,
+                   chunk_size):
   impl = _implementation(implementation)
 
   def block(rows, cols):
@@ -95,8 +111,6 @@ def exact_mtk(apply_fn, params, x, x_adv, *, trace_outputs: bool = False,
 
   if chunk_size is None or (chunk_size >= x.shape[0] and chunk_size >= x_adv.shape[0]):
     return block(x, x_adv)
-  if chunk_size < 1:
-    raise ValueError(f"chunk_size={chunk_size} must be a positive integer or None.")
   row_blocks, col_blocks = _chunks(x, chunk_size), _chunks(x_adv, chunk_size)
   blocks = jax.lax.map(
       lambda rows: jax.lax.map(lambda cols: block(rows, cols), col_blocks), row_blocks)
@@ -119,8 +133,15 @@ def exact_mtk_diagonal(apply_fn, params, x, x_adv, *, trace_outputs: bool = Fals
     raise ValueError(
         f"exact_mtk_diagonal pairs x[i] with x_adv[i]; got {x.shape[0]} and "
         f"{x_adv.shape[0]} rows.")
-  impl = _implementation(implementation)
-  return impl.mtk_diagonal(apply_fn, params, x, x_adv, trace_outputs=trace_outputs)
+  _implementation(implementation)
+  return _exact_mtk_diagonal_jit(apply_fn, params, x, x_adv, trace_outputs=trace_outputs,
+                                 implementation=implementation)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "trace_outputs", "implementation"))
+def _exact_mtk_diagonal_jit(apply_fn, params, x, x_adv, *, trace_outputs, implementation):
+  return _implementation(implementation).mtk_diagonal(
+      apply_fn, params, x, x_adv, trace_outputs=trace_outputs)
 
 
 __all__ = ["exact_mtk", "exact_mtk_diagonal", "IMPLEMENTATIONS"]

@@ -1,0 +1,400 @@
+"""Exact vs. sampled kernel distances: cost, memory and accuracy.
+
+For the MLP (784-300-100-10, 28x28 inputs), the CNN (models.CNN defaults) and
+VGG-16 (CIFAR-shaped 32x32x3), with a random mask of density 0.1, student
+params = dense params perturbed by 10% noise, and adversarial inputs from a
+few PGD steps on each network (so that distances are far from zero):
+
+* cost: time of one distance + gradient evaluation (jit, median after
+  compile; teacher preparation included, since the search meets a new batch
+  every step), compile time, XLA memory (`memory_analysis()` temp + arguments
+  + outputs) and, for VGG-16, the peak RSS of a subprocess that runs just that
+  evaluation. Every time is also given as a ratio to the yardstick: one PGD-10
+  adversarial-training step (`adversarial_training.make_train_step`) of the
+  same model and batch.
+* accuracy (MLP, CNN at n=64): relative RMS error of the distance over keys
+  vs. the exact distance, mean ± standard error (unbiased estimators must
+  agree with exact within 3 s.e.), relative Frobenius error of the kernel
+  (random projection), and the Spearman correlation of the distances of a set
+  of random masks of one density with the exact ones.
+
+    python benchmarks/kernel_estimators.py --quick      # ~10 min on 2 CPU cores
+    python benchmarks/kernel_estimators.py              # the full sweep
+
+Writes benchmarks/results/kernel_estimators[_quick].json and .png plots and
+prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scalable_awt import adversarial_training, attacks, masks, models
+from scalable_awt import estimators as E
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ESTIMATED = [n for n in E.NAMES if n != "exact"]
+UNBIASED = ["random_projection_unbiased", "output_probes", "output_probes_deflated"]
+
+MODELS = {
+    # name: (constructor kwargs, example shape, epsilon, step size)
+    "mlp": (dict(features=(300, 100)), (28, 28, 1), 0.3, 0.1),
+    "cnn": (dict(), (28, 28, 1), 0.3, 0.1),
+    "vgg16": (dict(norm="batch"), (32, 32, 3), 8 / 255, 2 / 255),
+}
+# Exact implementation per model: the dense teacher is structured; the masked
+# student has no structured form (see estimators/exact.py), so large models
+# build it from kernel-vector products in chunks.
+EXACT_OPTIONS = {
+    "mlp": dict(implementation="structured", student_implementation="jacobian"),
+    "cnn": dict(implementation="structured", student_implementation="ntk_vector_products",
+                chunk_size=16),
+    "vgg16": dict(implementation="structured", student_implementation="ntk_vector_products",
+                  chunk_size=2),
+}
+
+
+def _tree_keys(key, tree):
+  leaves, treedef = jax.tree.flatten(tree)
+  return jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
+
+
+def setup(model_name: str, n: int, *, seed: int = 0, density: float = 0.1,
+          mask_seed: int = 1):
+  """Model, data, dense/sparse params, mask and both networks' PGD inputs."""
+  kwargs, shape, eps, step = MODELS[model_name]
+  model = models.create_model(model_name, **kwargs)
+  key = jax.random.key(seed)
+  k_init, k_x, k_y, k_noise, k_pgd = jax.random.split(key, 5)
+  params, state = models.init_model(model, k_init, (1,) + shape)
+  apply_fn = models.make_apply_fn(model, state)
+  x = jax.random.uniform(k_x, (n,) + shape)
+  y = jax.random.randint(k_y, (n,), 0, 10)
+  student = jax.tree.map(lambda p, k: p + 0.1 * jnp.std(p) * jax.random.normal(k, p.shape),
+                         params, _tree_keys(k_noise, params))
+  mask = masks.random_mask(jax.random.key(mask_seed), params, density)
+  pgd = jax.jit(functools.partial(attacks.pgd_last_iterate, epsilon=eps, step_size=step,
+                                  num_steps=3), static_argnums=0)
+  x_adv = pgd(apply_fn, params, x, y, key=k_pgd)
+  x_adv_s = pgd(apply_fn, masks.apply_mask(student, mask), x, y, key=k_pgd)
+  return dict(model=model, state=state, apply_fn=apply_fn, params=params, student=student,
+              mask=mask, x=x, y=y, x_adv=x_adv, x_adv_s=x_adv_s, eps=eps, step=step,
+              pgd=pgd)
+
+
+def _median_time(fn, args, repeats):
+  """Median wall time and median process CPU time (all threads) of one call.
+
+  The CPU time is the fairer yardstick on a shared machine: it does not count
+  the time spent waiting for cores that other processes hold.
+  """
+  times, cpu = [], []
+  for _ in range(repeats):
+    start, start_cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return float(np.median(times)), float(np.median(cpu))
+
+
+def _memory(compiled):
+  try:
+    m = compiled.memory_analysis()
+    return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+  except Exception:  # Not every backend reports it.
+    return None
+
+
+def time_compiled(fn, args, repeats):
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  if repeats > 1:
+    jax.block_until_ready(compiled(*args))  # Warm-up (skipped for one-shot VGG runs).
+  wall, cpu = _median_time(compiled, args, repeats)
+  return dict(time_s=wall, cpu_s=cpu, compile_s=compile_s,
+              xla_bytes=_memory(compiled))
+
+
+def yardstick(s, repeats):
+  """One PGD-10 adversarial-training step (Adam) of the same model and batch."""
+  tx = adversarial_training.make_optimizer(name="adam", learning_rate=1e-3, total_steps=1)
+  step = adversarial_training.make_train_step(s["model"], tx, epsilon=s["eps"],
+                                              step_size=s["step"], num_steps=10)
+  train_state = adversarial_training.create_train_state(s["params"], s["state"], tx)
+  batch = {"image": s["x"], "label": s["y"]}
+  return time_compiled(lambda st, b, k: step(st, b, k)[0].params,
+                       (train_state, batch, jax.random.key(0)), repeats)
+
+
+def distance_and_grad_fn(s, name, k, options):
+  apply_fn = s["apply_fn"]
+
+  def fn(student, key):
+    loss = lambda p: E.kernel_distance(name, apply_fn, s["params"], p, s["mask"], s["x"],
+                                       s["x_adv"], s["x_adv_s"], key=key, num_samples=k,
+                                       normalize=True, **options)
+    return jax.value_and_grad(loss)(student)
+  return fn
+
+
+def cost_one(model_name, n, name, k, repeats, options=None):
+  s = setup(model_name, n)
+  options = options if options is not None else (
+      EXACT_OPTIONS[model_name] if name == "exact" else {})
+  if name == "yardstick":
+    out = yardstick(s, repeats)
+  else:
+    out = time_compiled(distance_and_grad_fn(s, name, k, options),
+                        (s["student"], jax.random.key(7)), repeats)
+  out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return dict(model=model_name, n=n, estimator=name, k=k, **out)
+
+
+def cost_in_subprocess(model_name, n, name, k, repeats, timeout):
+  """Runs cost_one in a fresh process so that its peak RSS is its own."""
+  cmd = [sys.executable, __file__, "--single", json.dumps([model_name, n, name, k, repeats])]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return dict(model=model_name, n=n, estimator=name, k=k, error=f"timeout {timeout}s")
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  if proc.returncode or not lines:
+    return dict(model=model_name, n=n, estimator=name, k=k,
+                error=(proc.stderr or proc.stdout)[-400:])
+  return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------
+# Accuracy.
+# ---------------------------------------------------------------------------
+
+def accuracy(model_name, n, ks, keys_for, *, names, num_masks):
+  s = setup(model_name, n)
+  apply_fn = s["apply_fn"]
+  options = EXACT_OPTIONS[model_name]
+  exact_fn = jax.jit(lambda student, mask, xs: E.kernel_distance(
+      "exact", apply_fn, s["params"], student, mask, s["x"], s["x_adv"], xs,
+      key=jax.random.key(0), **options))
+  t0 = time.perf_counter()
+  exact = float(exact_fn(s["student"], s["mask"], s["x_adv_s"]))
+  exact_s = time.perf_counter() - t0
+  kernel = E.prepare_teacher("exact", apply_fn, s["params"], s["x"], s["x_adv"],
+                             key=jax.random.key(0), **options)["kernel"]
+  kernel_norm = float(jnp.sqrt(jnp.sum(kernel**2)))
+  rows = []
+  for name in names:
+    for k in ks:
+      if name == "random_projection_unbiased" and k < 2:
+        continue
+      if name.endswith("diagonal") and k > n:
+        continue
+
+      @jax.jit
+      def run(key, k=k, name=name):
+        teacher = E.prepare_teacher(name, apply_fn, s["params"], s["x"], s["x_adv"],
+                                    key=key, num_samples=k)
+        d = E.student_kernel_distance(name, teacher, apply_fn, s["student"], s["mask"],
+                                      s["x"], s["x_adv_s"])
+        est = E.kernel_estimate(name, teacher)
+        kerr = (jnp.sqrt(jnp.sum((est - kernel) ** 2)) if est is not None
+                else jnp.nan)
+        return d, kerr
+
+      t0 = time.perf_counter()
+      vals, kerrs = zip(*[(float(a), float(b)) for a, b in
+                          (run(jax.random.key(1000 + r)) for r in range(keys_for(k)))])
+      vals = np.array(vals)
+      se = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
+      rows.append(dict(
+          model=model_name, n=n, estimator=name, k=k, keys=len(vals), exact=exact,
+          mean=float(vals.mean()), stderr=se,
+          z=float((vals.mean() - exact) / se) if se > 0 else float("nan"),
+          rel_rms=float(np.sqrt(np.mean((vals - exact) ** 2)) / exact),
+          rel_bias=float((vals.mean() - exact) / exact),
+          kernel_rel_fro=float(np.nanmean(kerrs)) / kernel_norm if name.startswith(
+              "random_projection") else None,
+          seconds=time.perf_counter() - t0))
+      print(json.dumps(rows[-1]), flush=True)
+
+  # Rank correlation across random masks of one density (common random numbers).
+  from scipy.stats import spearmanr
+  mask_list = [masks.random_mask(jax.random.key(100 + i), s["params"], 0.1)
+               for i in range(num_masks)]
+  xs_list = [s["pgd"](apply_fn, masks.apply_mask(s["student"], m), s["x"], s["y"],
+                      key=jax.random.key(5)) for m in mask_list]
+  exact_d = [float(exact_fn(s["student"], m, xs)) for m, xs in zip(mask_list, xs_list)]
+  ranks = []
+  for name in names:
+    for k in (8, 64):
+      if name.endswith("diagonal") and k > n:
+        continue
+      teacher = jax.jit(lambda key: E.prepare_teacher(
+          name, apply_fn, s["params"], s["x"], s["x_adv"], key=key, num_samples=k))(
+              jax.random.key(3))
+      student = jax.jit(lambda m, xs: E.student_kernel_distance(
+          name, teacher, apply_fn, s["student"], m, s["x"], xs))
+      est = [float(student(m, xs)) for m, xs in zip(mask_list, xs_list)]
+      ranks.append(dict(model=model_name, n=n, estimator=name, k=k, num_masks=num_masks,
+                        spearman=float(spearmanr(exact_d, est).statistic)))
+      print(json.dumps(ranks[-1]), flush=True)
+  return dict(exact=exact, exact_seconds=exact_s, rows=rows, ranks=ranks,
+              exact_masks=exact_d)
+
+
+# ---------------------------------------------------------------------------
+# Reporting.
+# ---------------------------------------------------------------------------
+
+def _fmt(v, spec=".3g"):
+  return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def cost_table(rows):
+  yard = {(r["model"], r["n"]): r for r in rows
+          if r["estimator"] == "yardstick" and "time_s" in r}
+  lines = ["| model | n | estimator | k | wall (s) | × PGD-10 step (wall) | CPU (s) | "
+           "× PGD-10 step (CPU) | compile (s) | XLA mem (MB) | peak RSS (MB) |",
+           "|" + " --- |" * 11]
+  for r in rows:
+    if "error" in r:
+      lines.append(f"| {r['model']} | {r['n']} | {r['estimator']} | {r['k']} | "
+                   f"{r['error'][-80:]!r} | | | | | | |")
+      continue
+    base = yard.get((r["model"], r["n"]))
+    ratio = r["time_s"] / base["time_s"] if base else None
+    cpu_ratio = r["cpu_s"] / base["cpu_s"] if base else None
+    lines.append(
+        f"| {r['model']} | {r['n']} | {r['estimator']} | {_fmt(r['k'], '')} | "
+        f"{_fmt(r['time_s'])} | {_fmt(ratio, '.2f')} | {_fmt(r['cpu_s'])} | "
+        f"{_fmt(cpu_ratio, '.2f')} | {_fmt(r['compile_s'], '.1f')} | "
+        f"{_fmt(r['xla_bytes'] / 2**20 if r['xla_bytes'] else None, '.0f')} | "
+        f"{_fmt(r['peak_rss_bytes'] / 2**20, '.0f')} |")
+  return "\n".join(lines)
+
+
+def accuracy_table(acc):
+  lines = ["| model | estimator | k | keys | rel. RMS err | rel. bias | (mean−exact)/s.e. | "
+           "kernel rel. Frobenius err |", "|" + " --- |" * 8]
+  for model_name, res in acc.items():
+    for r in res["rows"]:
+      lines.append(f"| {model_name} | {r['estimator']} | {r['k']} | {r['keys']} | "
+                   f"{_fmt(r['rel_rms'])} | {_fmt(r['rel_bias'], '+.3f')} | "
+                   f"{_fmt(r['z'], '+.2f')} | {_fmt(r['kernel_rel_fro'])} |")
+  lines += ["", "| model | estimator | k | Spearman vs exact (random masks, d=0.1) |",
+            "| --- | --- | --- | --- |"]
+  for model_name, res in acc.items():
+    for r in res["ranks"]:
+      lines.append(f"| {model_name} | {r['estimator']} | {r['k']} | {r['spearman']:.2f} |")
+  return "\n".join(lines)
+
+
+def plots(result, stem):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  costs = {(r["model"], r["n"], r["estimator"], r["k"]): r for r in result["cost"]
+           if "time_s" in r}
+  yard = {(r["model"], r["n"]): r["cpu_s"] for r in result["cost"]
+          if r["estimator"] == "yardstick" and "cpu_s" in r}
+  ax = axes[0]
+  for model_name, res in result["accuracy"].items():
+    for name in ESTIMATED:
+      pts = [(r["k"], r["rel_rms"]) for r in res["rows"] if r["estimator"] == name]
+      pts = [(costs[(model_name, r_n, name, k)]["cpu_s"] / yard[(model_name, r_n)], e)
+             for (k, e) in pts for r_n in [res["rows"][0]["n"]]
+             if (model_name, r_n, name, k) in costs and (model_name, r_n) in yard]
+      if pts:
+        ax.plot(*zip(*sorted(pts)), "o-", label=f"{model_name} {name}")
+  ax.set(xscale="log", yscale="log", xlabel="distance+grad CPU time / PGD-10 step",
+         ylabel="relative RMS error of the distance", title="error vs cost")
+  ax.legend(fontsize=6)
+  ax = axes[1]
+  for model_name in sorted({r["model"] for r in result["cost"]}):
+    for name in E.NAMES:
+      pts = sorted((r["n"], r["xla_bytes"] / 2**20) for r in result["cost"]
+                   if r["model"] == model_name and r["estimator"] == name
+                   and r.get("xla_bytes") and r["k"] in (8, None))
+      if len(pts) > 1:
+        ax.plot(*zip(*pts), "o-", label=f"{model_name} {name}")
+  ax.set(xscale="log", yscale="log", xlabel="batch n", ylabel="XLA memory (MB), k=8",
+         title="memory vs n")
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(RESULTS / f"{stem}.png", dpi=120)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="small sweep (~10 min)")
+  parser.add_argument("--skip-vgg", action="store_true")
+  parser.add_argument("--only", choices=["cost", "accuracy"], default=None)
+  parser.add_argument("--single", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.single:
+    model_name, n, name, k, repeats = json.loads(args.single)
+    print(json.dumps(cost_one(model_name, n, name, k, repeats)), flush=True)
+    return
+
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  stem = "kernel_estimators_quick" if args.quick else "kernel_estimators"
+  path = RESULTS / f"{stem}.json"
+  result = json.loads(path.read_text()) if path.exists() else {}
+  result.update(device=str(jax.devices()[0]), jax=jax.__version__, quick=args.quick)
+
+  if args.only in (None, "accuracy"):
+    ks = [1, 2, 4, 8, 16, 32, 64] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    keys_for = (lambda k: 24 if k <= 16 else 12) if args.quick else (
+        lambda k: 48 if k <= 16 else 24 if k <= 64 else 12)
+    result["accuracy"] = {}
+    for model_name in ("mlp", "cnn"):
+      result["accuracy"][model_name] = accuracy(
+          model_name, 64, ks, keys_for, names=ESTIMATED, num_masks=6 if args.quick else 10)
+      path.write_text(json.dumps(result, indent=1))
+
+  if args.only in (None, "cost"):
+    rows = []
+    for model_name, ns in (("mlp", [16, 64, 256]), ("cnn", [16, 64])):
+      if args.quick:
+        ns = ns[:2]
+      for n in ns:
+        rows.append(cost_in_subprocess(model_name, n, "yardstick", None, 3, 900))
+        rows.append(cost_in_subprocess(model_name, n, "exact", None, 3, 900))
+        for name in ESTIMATED:
+          for k in ([8, 64] if n == 64 else [8]):
+            rows.append(cost_in_subprocess(model_name, n, name, k, 3, 900))
+            print(json.dumps(rows[-1]), flush=True)
+    if not args.skip_vgg:
+      n = 32
+      rows.append(cost_in_subprocess("vgg16", n, "yardstick", None, 2, 1800))
+      print(json.dumps(rows[-1]), flush=True)
+      for name in ("random_projection", "output_probes", "output_probes_deflated"):
+        rows.append(cost_in_subprocess("vgg16", n, name, 8, 2, 1800))
+        print(json.dumps(rows[-1]), flush=True)
+    result["cost"] = rows
+    path.write_text(json.dumps(result, indent=1))
+
+  if "cost" in result:
+    print("\n" + cost_table(result["cost"]))
+  if "accuracy" in result:
+    print("\n" + accuracy_table(result["accuracy"]))
+  if "cost" in result and "accuracy" in result:
+    plots(result, stem)
+  print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+  main()

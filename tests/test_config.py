@@ -1,0 +1,100 @@
+"""Config files load and validate; bad configs fail cleanly from the real entry point."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scalable_awt import config_schema
+from scalable_awt import config_validation as cv
+from scalable_awt import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def _load(path, arg=None):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("arg", [None, "smoke"])
+def test_every_config_validates(path, arg):
+  config = _load(path, arg)
+  cv.validate(config, implemented_methods=tuple(train.MASK_FNS))
+  doc = open(path).read()
+  for word in ("Command", "Time", "Expected"):
+    assert word in doc, f"{path} docstring lacks {word}"
+
+
+def test_required_keys_exist():
+  c = config_schema.get_config()
+  for key in ("search.density", "search.estimator", "data.name",
+              "data.data_dir", "attack.epsilon"):
+    node = c
+    for part in key.split("."):
+      node = node[part]
+
+
+def test_unknown_config_argument():
+  with pytest.raises(ValueError, match="smoke"):
+    _load(CONFIGS[0], "smok")
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("search.density", 0.0, "(0, 1]"),
+    ("search.density", 1.5, "(0, 1]"),
+    ("attack.epsilon", -0.1, ">= 0"),
+    ("search.estimator", "magic", "'exact', 'diagonal'"),
+    ("data.name", "imagenet", "'mnist', 'cifar10'"),
+])
+def test_validate_messages(key, value, needle):
+  c = config_schema.get_config()
+  group, name = key.split(".")
+  c[group][name] = value
+  with pytest.raises(cv.ConfigError) as e:
+    cv.validate(c)
+  assert f"config.{key}" in str(e.value) and needle in str(e.value)
+
+
+def test_unknown_key_in_config_file():
+  c = config_schema.get_config()
+  c.search.dnsity = 0.5
+  with pytest.raises(cv.ConfigError, match=r"config.search.dnsity: unknown key.*density"):
+    cv.validate(c)
+
+
+def test_unimplemented_method():
+  c = config_schema.get_config()
+  c.methods = ("dense", "awt")
+  with pytest.raises(cv.ConfigError, match="awt.*planned"):
+    cv.validate(c, implemented_methods=tuple(train.MASK_FNS))
+
+
+def _main(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run(
+      [sys.executable, "-m", "scalable_awt.main", *args], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("--config.search.density=0", "config.search.density=0.0: must be in (0, 1]"),
+    ("--config.search.density=1.5", "config.search.density=1.5: must be in (0, 1]"),
+    ("--config.attack.epsilon=-0.5", "config.attack.epsilon=-0.5: must be a finite number >= 0"),
+    ("--config.search.estimator=magic", "config.search.estimator='magic': must be one of 'exact', 'diagonal', 'random_projection', 'output_probes'"),
+    ("--config.data.name=imagenet", "config.data.name='imagenet': must be one of"),
+    ("--config.search.dnsity=0.5", "--config.search.dnsity: unknown key; keys of config.search are: batch_size, density"),
+])
+def test_entry_point_rejects_bad_config(tmp_path, override, needle):
+  out = _main("--config", "configs/toy_gaussian.py:smoke", "--workdir",
+              str(tmp_path / "w"), override)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert needle in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
+  assert not (tmp_path / "w").exists()  # Nothing was started.

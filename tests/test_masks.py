@@ -1,0 +1,107 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scalable_awt import masks, models
+
+
+def _params():
+  model = models.CNN(conv_features=(4, 8), kernel_size=(3, 3), dense_features=16)
+  params, _ = models.init_model(model, jax.random.key(0), (1, 8, 8, 1))
+  return params
+
+
+def _kept(mask):
+  return {"/".join(str(getattr(k, "key", k)) for k in path): int(np.asarray(leaf).sum())
+          for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]}
+
+
+@pytest.mark.parametrize("density", [0.5, 0.087, 0.01])
+def test_per_layer_topk_keeps_exact_counts(density):
+  params = _params()
+  mask = masks.magnitude_mask(params, density)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    kept = int(np.asarray(_leaf_at(mask, path)).sum())
+    if path[-1].key == "kernel":
+      assert kept == max(1, round(density * leaf.size))
+    else:
+      assert kept == leaf.size  # Biases are never pruned.
+
+
+def _leaf_at(tree, path):
+  for entry in path:
+    tree = tree[entry.key]
+  return tree
+
+
+def test_magnitude_mask_keeps_the_largest_weights():
+  params = _params()
+  mask = masks.magnitude_mask(params, 0.2)
+  for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)):
+    if m.min() == 0:
+      assert jnp.abs(p)[m == 1].min() >= jnp.abs(p)[m == 0].max()
+
+
+def test_global_topk_keeps_exact_total():
+  params = _params()
+  mask = masks.topk_mask(jax.tree.map(jnp.abs, params), 0.1, distribution="global")
+  report = masks.density_report(mask)
+  assert report["kept_prunable"] == round(0.1 * report["total_prunable"])
+  # One threshold: every kept weight is at least as large as every pruned one.
+  kept, pruned = [], []
+  for p, m, flag in zip(jax.tree.leaves(params), jax.tree.leaves(mask),
+                        jax.tree.leaves(masks.prunable_tree(params))):
+    if flag:
+      kept.append(jnp.abs(p)[m == 1])
+      pruned.append(jnp.abs(p)[m == 0])
+  assert jnp.concatenate(kept).min() >= jnp.concatenate(pruned).max()
+
+
+def test_erk_densities_reach_the_overall_density():
+  params = _params()
+  densities = masks.erk_densities(params, 0.1)
+  prunable = masks.prunable_tree(params)
+  kept = sum(d * p.size for d, p, f in zip(jax.tree.leaves(densities), jax.tree.leaves(params),
+                                           jax.tree.leaves(prunable)) if f)
+  total = sum(p.size for p, f in zip(jax.tree.leaves(params), jax.tree.leaves(prunable)) if f)
+  assert kept / total == pytest.approx(0.1, rel=1e-6)
+  # Small layers are kept denser than large ones.
+  assert densities["Conv_0"]["kernel"] > densities["Dense_0"]["kernel"]
+  mask = masks.topk_mask(jax.tree.map(jnp.abs, params), 0.1, distribution="erk")
+  assert masks.density_report(mask)["density_prunable"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_random_mask_has_same_counts_and_differs_by_key():
+  params = _params()
+  magnitude = masks.magnitude_mask(params, 0.3)
+  first = masks.random_mask(jax.random.key(1), params, 0.3)
+  second = masks.random_mask(jax.random.key(2), params, 0.3)
+  assert _kept(first) == _kept(magnitude) == _kept(second)
+  assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(first),
+                                                   jax.tree.leaves(second)))
+
+
+def test_density_report_over_prunable_and_all():
+  params = {"dense": {"kernel": jnp.ones((10, 10)), "bias": jnp.ones((10,))}}
+  mask = masks.magnitude_mask(params, 0.25)
+  report = masks.density_report(mask)
+  assert report["density_prunable"] == 0.25
+  assert report["density_all"] == pytest.approx((25 + 10) / 110)
+  assert report["per_layer"] == {"dense/kernel": 0.25}
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5])
+def test_density_outside_unit_interval_is_rejected(density):
+  with pytest.raises(ValueError, match=f"density={float(density)} is outside"):
+    masks.magnitude_mask(_params(), density)
+
+
+def test_snip_scores_and_apply_mask():
+  params = {"w": jnp.array([1.0, -2.0, 0.5])}
+  x = jnp.array([3.0, 1.0, -4.0])
+  scores = masks.snip_scores(lambda p: jnp.sum(p["w"] * x), params)
+  np.testing.assert_allclose(scores["w"], jnp.abs(params["w"] * x))
+  mask = {"w": jnp.array([1.0, 0.0, 1.0])}
+  np.testing.assert_allclose(masks.apply_mask(params, mask)["w"], [1.0, 0.0, 0.5])
+  assert masks.apply_mask(params, None) is params
