@@ -24,11 +24,6 @@ class ConfigError(ValueError):
   """A config that the runner refuses to run; the message lists every problem."""
 
 
-# Methods the runner knows. Those in PLANNED are named by the paper and come
-# with the ticket-search issue; `train.MASK_FNS` holds the implemented ones.
-PLANNED_METHODS = ("awt", "ntt", "snip")
-
-
 def _as_dict(config) -> dict:
   if isinstance(config, (ml_collections.ConfigDict,
                          ml_collections.FrozenConfigDict)):
@@ -191,9 +186,7 @@ def validate(config, *, implemented_methods=None) -> None:
   else:
     for meth in methods:
       if known and meth not in known:
-        note = (" (planned: comes with the ticket search)"
-                if meth in PLANNED_METHODS else "")
-        problems.append(f"config.methods: {meth!r} is not available{note}; "
+        problems.append(f"config.methods: {meth!r} is not available; "
                         f"must be among {', '.join(map(repr, known))}")
     if len(set(methods)) != len(methods):
       problems.append(f"config.methods={methods!r}: lists a method twice")

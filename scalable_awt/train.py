@@ -271,7 +271,11 @@ def _search_one(config, workdir, method, *, model, params, model_state,
       model=model, model_state=model_state, dataset=dataset, mesh=mesh,
       workdir=os.path.join(workdir, "checkpoints", "search", method),
       writer=writer)
+  start = time.time()
   mask = MASK_FNS[method](config, params, key, context=context)
+  # Wall time of this (last) run of the search: the search cost that the
+  # estimator comparison reports. A resumed search counts only its last part.
+  search_wall_s = time.time() - start
   if mask is None:
     status.mark("search", method, {"dense": True, "density": 1.0})
     return None
@@ -281,7 +285,8 @@ def _search_one(config, workdir, method, *, model, params, model_state,
     store.save(0, {"mask": mask}, {"method": method,
                                    "density": report["density_prunable"]})
   status.mark("search", method, {"dense": False,
-                                 "density": report["density_prunable"]})
+                                 "density": report["density_prunable"],
+                                 "wall_s": search_wall_s})
   logging.info("search[%s]: density reached %.4f (target %.4f)", method,
                report["density_prunable"], config.search.density)
   return mask
@@ -619,6 +624,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "epsilon": res["epsilon"], "norm": res["norm"],
           "num_examples": res["num_examples"],
           "per_class_accuracy": res["per_class_accuracy"],
+          "search_wall_s": (status.info("search", method) or {}).get("wall_s"),
           "curve": histories.get(method, []),
       }
       writer.write_scalars(int(distribution.to_host(states[method].step)), {

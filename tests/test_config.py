@@ -69,10 +69,10 @@ def test_unknown_key_in_config_file():
     cv.validate(c)
 
 
-def test_unimplemented_method():
+def test_unknown_method():
   c = config_schema.get_config()
-  c.methods = ("dense", "awt")
-  with pytest.raises(cv.ConfigError, match="awt.*planned"):
+  c.methods = ("dense", "hydra")
+  with pytest.raises(cv.ConfigError, match="'hydra' is not available.*'awt'"):
     cv.validate(c, implemented_methods=tuple(train.MASK_FNS))
 
 
@@ -87,9 +87,9 @@ def _main(*args):
     ("--config.search.density=0", "config.search.density=0.0: must be in (0, 1]"),
     ("--config.search.density=1.5", "config.search.density=1.5: must be in (0, 1]"),
     ("--config.attack.epsilon=-0.5", "config.attack.epsilon=-0.5: must be a finite number >= 0"),
-    ("--config.search.estimator=magic", "config.search.estimator='magic': must be one of 'exact', 'diagonal', 'random_projection', 'output_probes'"),
+    ("--config.search.estimator=magic", "config.search.estimator='magic': must be one of 'exact', 'diagonal', 'block_diagonal', 'random_projection', 'random_projection_unbiased', 'output_probes', 'output_probes_deflated'"),
     ("--config.data.name=imagenet", "config.data.name='imagenet': must be one of"),
-    ("--config.search.dnsity=0.5", "--config.search.dnsity: unknown key; keys of config.search are: batch_size, density"),
+    ("--config.search.dnsity=0.5", "--config.search.dnsity: unknown key; keys of config.search are: attack_step_size, attack_steps, batch_size, density"),
 ])
 def test_entry_point_rejects_bad_config(tmp_path, override, needle):
   out = _main("--config", "configs/toy_gaussian.py:smoke", "--workdir",
@@ -98,3 +98,9 @@ def test_entry_point_rejects_bad_config(tmp_path, override, needle):
   assert needle in out.stderr, out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   assert not (tmp_path / "w").exists()  # Nothing was started.
+
+
+def test_schema_estimators_match_the_estimator_registry():
+  # config_schema keeps the names literal (no JAX import to read a config).
+  from scalable_awt import estimators
+  assert config_schema.ESTIMATORS == tuple(estimators.NAMES)

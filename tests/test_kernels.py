@@ -135,6 +135,14 @@ def test_masked_parameters_give_the_sparse_network_kernel(name):
     kernel = jax.jit(lambda p: exact_mtk(sparse_fn, p, x, x_adv,
                                          implementation=implementation))(params)
     assert _relative_error(kernel, expected) < 1e-5, implementation
+    traced = exact_mtk(sparse_fn, params, x, x_adv, trace_outputs=True,
+                       implementation=implementation)
+    assert _relative_error(traced, jnp.einsum("ijcc->ij", expected)) < 1e-5, implementation
+    diagonal = exact_mtk_diagonal(sparse_fn, params, x, x[::-1],
+                                  implementation=implementation)
+    diagonal_expected = jnp.einsum("iicd->icd", _common.contract_per_example_grads(
+        masked_jacobian(x), masked_jacobian(x[::-1]), trace_outputs=False))
+    assert _relative_error(diagonal, diagonal_expected) < 1e-5, implementation
   # And the sparse kernel really differs from the dense one.
   dense = exact_mtk(apply_fn, params, x, x_adv)
   assert _relative_error(expected, dense) > 1e-2
@@ -157,7 +165,7 @@ def test_bad_arguments_raise_clear_errors():
   apply_fn, params, x, x_adv = _setup("mlp")
   with pytest.raises(ValueError, match="Unknown MTK implementation 'fast'"):
     exact_mtk(apply_fn, params, x, x_adv, implementation="fast")
-  with pytest.raises(ValueError, match="pairs x\[i\] with x_adv\[i\]"):
+  with pytest.raises(ValueError, match=r"pairs x\[i\] with x_adv\[i\]"):
     exact_mtk_diagonal(apply_fn, params, x, x_adv)
   with pytest.raises(ValueError, match="same example shape"):
     exact_mtk(apply_fn, params, x, x_adv.reshape(3, -1)[:, :10])

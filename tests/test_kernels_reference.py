@@ -33,6 +33,9 @@ from scalable_awt import kernels, models
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 CASES = sorted(p.stem[len("mtk_"):] for p in FIXTURES.glob("mtk_*.npz"))
+# Chunking and the diagonal exercise no new layer types: the unequal-batch
+# ("rect") and paper cases cover them, which keeps the suite's compile time down.
+SECONDARY_CASES = [case for case in CASES if "square" not in case]
 IMPLEMENTATIONS = ("jacobian", "ntk_vector_products", "structured")
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 LOGIT_TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
@@ -166,7 +169,7 @@ def test_exact_mtk_matches_neural_tangents(case, implementation, dtype):
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", SECONDARY_CASES)
 def test_exact_mtk_chunked_matches_neural_tangents(case, implementation):
   # chunk_size=2 splits every batch unevenly (n, m in {3, 4, 5}), so padding
   # and cropping are exercised too.
@@ -178,7 +181,7 @@ def test_exact_mtk_chunked_matches_neural_tangents(case, implementation):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", SECONDARY_CASES)
 def test_exact_mtk_diagonal_matches_neural_tangents(case, implementation, dtype):
   errors = diagonal_errors(case, implementation, dtype)
   print(f"\n{case} {implementation} {dtype} diagonal: {errors}")

@@ -68,3 +68,57 @@ def test_skipped_phases(tmp_path):
   c.methods = ("dense",)
   with pytest.raises(RuntimeError, match="search phase"):
     train.train_and_evaluate(c, str(tmp_path / "fresh"))
+
+
+def _digits_search_config():
+  c = config_schema.apply_smoke(config_schema.get_config())
+  c.data.num_train = 256
+  c.data.num_test = 64
+  c.model.mlp_features = (16,)
+  c.methods = ("dense", "random", "awt", "ntt", "snip")
+  c.search.density = 0.2
+  c.search.kernel_batch = 8
+  c.search.batch_size = 32
+  c.search.mask_update_period = 3
+  c.train.epochs = 1
+  c.checkpoint.every_steps = 3
+  return c
+
+
+def test_ticket_search_pipeline_and_resume(tmp_path, monkeypatch):
+  """search -> train -> evaluate with every method; then a search killed mid-way resumes."""
+  c = _digits_search_config()
+  res = train.train_and_evaluate(c, str(tmp_path / "full"))
+  assert set(res["models"]) == set(c.methods)
+  for name in ("random", "awt", "ntt", "snip"):
+    assert res["models"][name]["density"] == pytest.approx(0.2, abs=0.01)
+  assert (tmp_path / "full" / "plots" / "search_awt.png").exists()
+  _, params = scalable_awt.load_trained(str(tmp_path / "full"), "awt")
+  kernel = np.asarray(params["Dense_0"]["kernel"])
+  assert 0.15 < np.mean(kernel != 0) < 0.25  # The ticket stays sparse.
+
+  # Interrupt the AWT search after 4 of its 8 steps, then resume. The step
+  # itself is jitted, so the interruption comes from the host-side batch feed.
+  c.methods = ("awt",)
+  c.phases = ("search",)
+  from scalable_awt import data as data_lib
+  real_get = data_lib.Batches.get
+  calls = {"n": 0}
+
+  def interrupted_get(self, step):
+    calls["n"] += 1
+    if calls["n"] > 4:
+      raise KeyboardInterrupt("simulated preemption")
+    return real_get(self, step)
+
+  monkeypatch.setattr(data_lib.Batches, "get", interrupted_get)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(c, str(tmp_path / "resumed"))
+  assert calls["n"] == 5
+  # Steps 1-3 were saved (checkpoint.every_steps = 3) before the interruption.
+  assert (tmp_path / "resumed" / "checkpoints/search/awt/state/3").is_dir()
+  monkeypatch.setattr(data_lib.Batches, "get", real_get)
+  train.train_and_evaluate(c, str(tmp_path / "resumed"))
+  import json
+  read = lambda d: json.load(open(tmp_path / d / "checkpoints/search/awt/history.json"))
+  assert read("resumed") == read("full")

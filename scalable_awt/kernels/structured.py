@@ -385,6 +385,21 @@ def _tap_kernel(analysis, tap, factors1, factors2, k, *, trace_outputs, diagonal
   # Gradients: G_ic = Σ_s a_is ⊗ δ_ics, then ⟨G_ic, G̃_jd⟩.
   gradient_cost = ((n + m) * num_outputs * positions * width_in * width_out
                    + pairs * num_outputs**2 * width_in * width_out)
+  # Masked (the student `θ_s ↦ f(m ⊙ θ_s, ·)`): the mask sits between the two
+  # factors, Σ_{s,t} Σ_{k,o} a_isk ã_jtk M_ko δ_icso δ̃_jdto, so the input
+  # products go through M once per pair, a factor ~C² below the gradients'
+  # cost for dense layers (no positions); convolutions keep the gradients.
+  masked_factored_cost = pairs * positions**2 * width_out * (width_in + num_outputs**2)
+  if mask is not None and masked_factored_cost <= gradient_cost:
+    products = jnp.einsum(f"isk,{second}tk->{pair}stk", a1, a2, precision=PRECISION)
+    weighted = jnp.einsum(f"{pair}stk,ko->{pair}sto", products,
+                          _mask_layout(tap, eqn, mask).astype(products.dtype),
+                          precision=PRECISION)
+    if trace_outputs:
+      return jnp.einsum(f"{pair}sto,icso,{second}cto->{pair}", weighted, s1, s2,
+                        precision=PRECISION)
+    return jnp.einsum(f"{pair}sto,icso,{second}dto->{pair}cd", weighted, s1, s2,
+                      precision=PRECISION)
   if mask is None and factored_cost <= gradient_cost:
     gram_in = jnp.einsum(f"isk,{second}tk->{pair}st", a1, a2, precision=PRECISION)
     if trace_outputs:

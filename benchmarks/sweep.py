@@ -1,0 +1,296 @@
+"""Sweeps of the runner over densities and methods: the reproduction tables.
+
+Each (density) point is one ordinary run of `scalable_awt.train.train_and_evaluate`
+in its own workdir under `--runs` (so a killed sweep resumes where it stopped,
+and a finished point returns at once); dense, which has no density, runs once.
+The rows of every run are collected into
+
+    benchmarks/results/<name>.json   {"rows": [...], "settings": ..., "paper": ...}
+    benchmarks/results/<name>.md     the table, the paper's figures beside ours
+    benchmarks/results/<name>.png    robust accuracy vs density, one line per method
+
+Each row is `{"method", "density", "natural_accuracy", "robust_accuracy":
+{"pgd<k>": ..., "apgd_ce": ...}, "epochs_search", "epochs_train",
+"search_wall_s", "wall_time_s", "workdir"}`, accuracies as fractions.
+
+Presets (the README's reproduction commands); any `--set group.key=value`
+after them overrides the preset (e.g. shorter schedules):
+
+    python benchmarks/sweep.py table1          # MNIST MLP, paper Table 1
+    python benchmarks/sweep.py cnn_mnist       # MNIST CNN, AWT vs random (Fig. 6)
+    python benchmarks/sweep.py estimators_mlp  # tickets from each estimator
+    python benchmarks/sweep.py vgg16_cpu       # VGG-16/CIFAR-10, shortened, on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# The paper's figures (../shared/docs/method.md), percent, natural / PGD.
+PAPER_TABLE1 = {
+    "dense": {1.0: (98.96, 91.14)},
+    "awt (paper)": {0.513: (99.13, 91.21), 0.169: (96.58, 89.30), 0.087: (94.48, 87.51),
+                    0.036: (91.74, 83.60), 0.018: (87.69, 78.66)},
+    "iterative pruning + AT (paper)": {
+        0.513: (98.07, 60.14), 0.169: (97.73, 59.91), 0.087: (97.20, 57.60),
+        0.036: (95.58, 48.81), 0.018: (92.67, 38.23)},
+}
+PAPER_VGG = {  # Adversarial test accuracy (%), paper Table 2, and HYDRA.
+    "S-AWT (paper)": {0.10: (None, 46.68), 0.05: (None, 45.87)},
+    "IWI (paper)": {0.10: (None, 47.53), 0.05: (None, 47.59)},
+    "WT (paper)": {0.10: (None, 40.10), 0.05: (None, 45.15)},
+    "HYDRA (Sehwag et al. 2020)": {0.10: (None, 49.5), 0.05: (None, 48.7)},
+}
+
+
+@dataclasses.dataclass
+class Preset:
+  config: str  # Config file under configs/.
+  densities: tuple[float, ...]
+  methods: tuple[str, ...]  # Masked methods, run at every density.
+  dense: bool = True  # Also run the dense network once.
+  overrides: tuple[str, ...] = ()
+  paper: dict | None = None
+  # Several estimators: one run per (density, estimator) for the "awt" method,
+  # reported as "awt[<estimator>]".
+  estimators: tuple[str, ...] = ()
+
+
+PRESETS = {
+    "table1": Preset(
+        config="mlp_mnist.py", densities=(0.513, 0.169, 0.087, 0.036, 0.018),
+        methods=("awt", "random"), paper=PAPER_TABLE1,
+        overrides=("data.data_dir=data/mnist", "eval.attacks=('pgd','apgd_ce')",
+                   "eval.pgd_steps=100")),
+    "cnn_mnist": Preset(
+        config="cnn_mnist.py", densities=(0.05, 0.03, 0.01),
+        methods=("awt", "random"),
+        overrides=("data.data_dir=data/mnist", "eval.attacks=('pgd','apgd_ce')",
+                   "eval.pgd_steps=100")),
+    "estimators_mlp": Preset(
+        config="mlp_mnist.py", densities=(0.036,), methods=(), dense=False,
+        estimators=("exact", "diagonal", "random_projection", "output_probes",
+                    "output_probes_deflated"),
+        overrides=("data.data_dir=data/mnist", "eval.attacks=('pgd','apgd_ce')",
+                   "eval.pgd_steps=100")),
+    "estimators_cnn": Preset(
+        config="cnn_mnist.py", densities=(0.03,), methods=(), dense=False,
+        estimators=("exact", "diagonal", "random_projection", "output_probes",
+                    "output_probes_deflated"),
+        overrides=("data.data_dir=data/mnist", "eval.attacks=('pgd','apgd_ce')",
+                   "eval.pgd_steps=100")),
+    "vgg16_cpu": Preset(
+        config="vgg16_cifar10.py", densities=(0.1, 0.05), methods=("awt", "random"),
+        paper=PAPER_VGG, overrides=("data.data_dir=data/cifar10",)),
+}
+
+
+def load_config(path: pathlib.Path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def apply_override(config, assignment: str) -> None:
+  """`group.key=value`, the value parsed as a Python literal (else a string)."""
+  if "=" not in assignment:
+    raise SystemExit(f"--set {assignment!r}: expected group.key=value")
+  key, raw = assignment.split("=", 1)
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  node = config
+  *parents, leaf = key.split(".")
+  for part in parents:
+    node = node[part]
+  if leaf not in node:
+    raise SystemExit(f"--set {key}: unknown key; keys here are {sorted(node.keys())}")
+  if isinstance(node[leaf], float) and isinstance(value, int):
+    value = float(value)
+  node[leaf] = value
+
+
+def run_point(preset: Preset, overrides, *, methods, density, estimator, runs: pathlib.Path):
+  """One runner call; returns its rows."""
+  from scalable_awt import train
+  config = load_config(ROOT / "configs" / preset.config)
+  for assignment in (*preset.overrides, *overrides):
+    apply_override(config, assignment)
+  config.methods = tuple(methods)
+  if density is not None:
+    config.search.density = float(density)
+  if estimator is not None:
+    config.search.estimator = estimator
+  tag = "dense" if density is None else f"d{density:g}" + (f"_{estimator}" if estimator else "")
+  workdir = runs / tag
+  print(f"\n=== {tag}: methods {list(methods)} -> {workdir}", flush=True)
+  start = time.time()
+  results = train.train_and_evaluate(config, str(workdir))
+  print(f"=== {tag}: done in {time.time() - start:.0f} s", flush=True)
+  rows = []
+  for method in methods:
+    m = results["models"][method]
+    robust = {}
+    for attack, value in m["robust_accuracy"].items():
+      name = f"pgd{config.eval.pgd_steps}" if attack == "pgd" else attack
+      robust[name] = value
+    label = f"{method}[{estimator}]" if estimator else method
+    rows.append({
+        "method": label, "density": m["density"],
+        "target_density": 1.0 if density is None else float(density),
+        "natural_accuracy": m["natural_accuracy"], "robust_accuracy": robust,
+        "epochs_search": float(config.search.epochs) if method in ("awt", "ntt") else 0.0,
+        "epochs_train": float(config.train.epochs),
+        "search_wall_s": m.get("search_wall_s"),
+        "wall_time_s": results.get("wall_time_s"),
+        "num_test_examples": m["num_examples"],
+        "workdir": os.path.relpath(workdir, ROOT),
+    })
+  return rows, config
+
+
+def markdown(rows, paper) -> str:
+  attacks = sorted({a for r in rows for a in r["robust_accuracy"]})
+  head = ["method", "density", "natural"] + attacks + ["search s"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in sorted(rows, key=lambda r: (-r["target_density"], r["method"])):
+    cells = [r["method"], f"{100 * r['density']:.1f}%",
+             f"{100 * r['natural_accuracy']:.2f}"]
+    cells += [f"{100 * r['robust_accuracy'][a]:.2f}" if a in r["robust_accuracy"]
+              else "" for a in attacks]
+    cells.append("" if r.get("search_wall_s") is None else f"{r['search_wall_s']:.0f}")
+    lines.append("| " + " | ".join(cells) + " |")
+  if paper:
+    lines += ["", "The paper's figures (natural / PGD, %):", "",
+              "| method | density | natural | PGD |", "|---|---|---|---|"]
+    for method, by_density in paper.items():
+      for d, (nat, rob) in sorted(by_density.items(), reverse=True):
+        lines.append(f"| {method} | {100 * d:.1f}% | {'' if nat is None else nat} | {rob} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(rows, paper, path: pathlib.Path, title: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  attack = next((a for r in rows for a in r["robust_accuracy"] if a.startswith("pgd")),
+                None)
+  if attack is None:
+    return
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for method in sorted({r["method"] for r in rows}):
+    pts = sorted((r["density"], r["robust_accuracy"][attack]) for r in rows
+                 if r["method"] == method)
+    if method == "dense":
+      ax.axhline(100 * pts[0][1], color="k", ls="--", lw=1, label="dense (ours)")
+      continue
+    ax.plot([100 * d for d, _ in pts], [100 * a for _, a in pts], "o-", label=method)
+  for method, by_density in (paper or {}).items():
+    pts = sorted((d, rob) for d, (_, rob) in by_density.items() if d < 1.0)
+    if pts:
+      ax.plot([100 * d for d, _ in pts], [a for _, a in pts], "x:", label=method)
+  ax.set_xscale("log")
+  ax.set_xlabel("density (% of prunable weights kept)")
+  ax.set_ylabel(f"robust accuracy, {attack} (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("preset", choices=sorted(PRESETS))
+  parser.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="group.key=value", help="config override (repeatable)")
+  parser.add_argument("--densities", help="comma-separated, replaces the preset's")
+  parser.add_argument("--methods", help="comma-separated, replaces the preset's")
+  parser.add_argument("--estimators", help="comma-separated, replaces the preset's")
+  parser.add_argument("--no-dense", action="store_true")
+  parser.add_argument("--name", help="results name (default: the preset's)")
+  parser.add_argument("--runs", default=None, help="workdir root (default runs/sweep_<name>)")
+  args = parser.parse_args(argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  preset = copy.deepcopy(PRESETS[args.preset])
+  if args.densities:
+    preset.densities = tuple(float(d) for d in args.densities.split(","))
+  if args.methods is not None:
+    preset.methods = tuple(m for m in args.methods.split(",") if m)
+  if args.estimators is not None:
+    preset.estimators = tuple(e for e in args.estimators.split(",") if e)
+  if args.no_dense:
+    preset.dense = False
+  name = args.name or f"{args.preset}"
+  runs = pathlib.Path(args.runs or ROOT / "runs" / f"sweep_{name}")
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+
+  out_json = RESULTS / f"{name}.json"
+  previous = json.loads(out_json.read_text()) if out_json.exists() else {}
+  rows, config, start = [], None, time.time()
+  points = []
+  if preset.dense:
+    points.append(dict(methods=("dense",), density=None, estimator=None))
+  for density in preset.densities:
+    if preset.methods:
+      points.append(dict(methods=preset.methods, density=density, estimator=None))
+    for estimator in preset.estimators:
+      points.append(dict(methods=("awt",), density=density, estimator=estimator))
+  for point in points:
+    point_rows, config = run_point(preset, args.overrides, runs=runs, **point)
+    rows += point_rows
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {
+        "preset": args.preset, "config_file": preset.config,
+        "overrides": [*preset.overrides, *args.overrides],
+        "rows": rows, "paper": {k: {str(d): v for d, v in t.items()}
+                                for k, t in (preset.paper or {}).items()},
+        "complete": point is points[-1],
+        "sweep_wall_s": time.time() - start,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": _machine(),
+        "schedule": {"search_epochs": float(config.search.epochs),
+                     "train_epochs": float(config.train.epochs),
+                     "eval_examples": rows[-1]["num_test_examples"]},
+    }
+    # Keep the last complete table until this sweep finishes.
+    keep_previous = previous.get("complete") and not result["complete"]
+    path = RESULTS / f"{name}.partial.json" if keep_previous else out_json
+    path.write_text(json.dumps(result, indent=1))
+  md = markdown(rows, preset.paper)
+  (RESULTS / f"{name}.md").write_text(md)
+  plot(rows, preset.paper, RESULTS / f"{name}.png", f"{name}: {preset.config}")
+  partial = RESULTS / f"{name}.partial.json"
+  if partial.exists():
+    partial.unlink()
+  print("\n" + md)
+  print(f"wrote {RESULTS / name}.json, .md, .png")
+  return 0
+
+
+def _machine() -> dict:
+  import platform
+  import jax
+  return {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+          "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+          "load_average": os.getloadavg()}
+
+
+if __name__ == "__main__":
+  sys.exit(main())
