@@ -342,6 +342,8 @@ def main():
   parser.add_argument("--quick", action="store_true", help="small sweep (~10 min)")
   parser.add_argument("--skip-vgg", action="store_true")
   parser.add_argument("--only", choices=["cost", "accuracy"], default=None)
+  parser.add_argument("--cost-sizes", default="16,64,256",
+                      help="batch sizes n of the MLP/CNN cost sweep (CNN: up to 64)")
   parser.add_argument("--single", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.single:
@@ -367,7 +369,8 @@ def main():
 
   if args.only in (None, "cost"):
     rows = []
-    for model_name, ns in (("mlp", [16, 64, 256]), ("cnn", [16, 64])):
+    sizes = [int(v) for v in args.cost_sizes.split(",")]
+    for model_name, ns in (("mlp", sizes), ("cnn", [v for v in sizes if v <= 64])):
       if args.quick:
         ns = ns[:2]
       for n in ns:

@@ -238,8 +238,14 @@ def main(argv=None) -> int:
     preset.dense = False
   name = args.name or f"{args.preset}"
   runs = pathlib.Path(args.runs or ROOT / "runs" / f"sweep_{name}")
+  # Progress lines (steps/s, ETA) from the runner; Orbax's chatter (absl) off.
+  import logging
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
+  handler = logging.StreamHandler(sys.stdout)
+  handler.addFilter(lambda record: record.name == "root" or record.levelno >= logging.WARNING)
+  logging.getLogger().addHandler(handler)
+  logging.getLogger().setLevel(logging.INFO)
 
   out_json = RESULTS / f"{name}.json"
   previous = json.loads(out_json.read_text()) if out_json.exists() else {}

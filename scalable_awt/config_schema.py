@@ -62,6 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.toy_num_train = 5000  # gaussian_toy: training points (paper: 5000).
   d.toy_num_test = 5000  # gaussian_toy: test points.
   d.toy_mu_over_sigma = 3.09  # gaussian_toy: ||mu|| / sigma (paper Table 3).
+  d.toy_support = 10  # gaussian_toy: mu's non-zero coords (paper: 10 of 100); 0 = all.
 
   c.model = m = ml_collections.ConfigDict()
   m.name = "mlp"  # One of MODELS ("linear" = the toy's bias-free classifier).
@@ -114,7 +115,11 @@ def get_config() -> ml_collections.ConfigDict:
   t.optimizer = "adam"  # "adam" or "sgd".
   t.learning_rate = 1e-3  # Peak learning rate.
   t.schedule = "constant"  # "constant", "cosine" or "piecewise".
-  t.warmup_steps = 0  # Linear warm-up steps from 0.
+  t.warmup_steps = 0  # Linear learning-rate warm-up steps from 0.
+  # Ramp the training attack's epsilon linearly from 0 over the first N epochs
+  # (0 = full epsilon from the start); MNIST at eps = 0.3 needs it, or
+  # sparse networks collapse to a constant prediction.
+  t.epsilon_warmup_epochs = 0
   t.weight_decay = 0.0  # AdamW decoupled / SGD coupled weight decay.
   t.momentum = 0.9  # SGD momentum.
   t.log_every_steps = 50  # Scalars to TensorBoard / JSONL every N steps.
@@ -146,6 +151,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.toy_num_train = min(c.data.toy_num_train, 512)
   c.data.toy_num_test = min(c.data.toy_num_test, 256)
   c.train.epochs = min(c.train.epochs, 2)
+  c.train.epsilon_warmup_epochs = min(c.train.epsilon_warmup_epochs, c.train.epochs)
   c.train.batch_size = min(c.train.batch_size, 64)
   c.train.curve_examples = min(c.train.curve_examples, 64)
   c.train.curve_pgd_steps = min(c.train.curve_pgd_steps, 3)

@@ -119,6 +119,11 @@ def validate(config, *, implemented_methods=None) -> None:
   check(number(d["digits_test_fraction"]) and 0 < d["digits_test_fraction"] < 1,
         "data.digits_test_fraction", d["digits_test_fraction"],
         "must be in (0, 1)")
+  support, dim = d["toy_support"], d["toy_dim"]
+  check(isinstance(support, int) and not isinstance(support, bool)
+        and 0 <= support and (not isinstance(dim, int) or support <= dim),
+        "data.toy_support", support,
+        "must be an integer in [0, data.toy_dim] (0 = all coordinates)")
   if d["name"] in ("image_folder", "idx", "npz") and not d["data_dir"]:
     problems.append(
         f"config.data.data_dir='': data.name={d['name']!r} needs data.data_dir "
@@ -150,6 +155,11 @@ def validate(config, *, implemented_methods=None) -> None:
         t["momentum"], "must be in [0, 1)")
   check(isinstance(t["warmup_steps"], int) and t["warmup_steps"] >= 0,
         "train.warmup_steps", t["warmup_steps"], "must be an integer >= 0")
+  warmup = t["epsilon_warmup_epochs"]
+  check(isinstance(warmup, int) and warmup >= 0
+        and (not isinstance(t["epochs"], int) or warmup <= t["epochs"]),
+        "train.epsilon_warmup_epochs", warmup,
+        "must be an integer in [0, train.epochs]")
   positive_int("train.log_every_steps", t["log_every_steps"])
   check(isinstance(t["curve_every_epochs"], int) and t["curve_every_epochs"] >= 0,
         "train.curve_every_epochs", t["curve_every_epochs"],

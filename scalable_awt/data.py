@@ -313,9 +313,13 @@ def load_digits(test_fraction: float) -> dict[str, np.ndarray]:
 
 
 def load_gaussian_toy(seed: int, dim: int, num_train: int, num_test: int,
-                      mu_over_sigma: float) -> dict[str, np.ndarray]:
+                      mu_over_sigma: float, support: int = 10
+                      ) -> dict[str, np.ndarray]:
+  """Two Gaussians N(±μ, I_dim); μ of norm `mu_over_sigma` on its first
+  `support` coordinates (`data.toy_support`; 0 = all, see
+  `gaussian_toy.mean_vector`)."""
   from scalable_awt import gaussian_toy
-  mu = gaussian_toy.mean_vector(dim, mu_over_sigma)
+  mu = gaussian_toy.mean_vector(dim, mu_over_sigma, support)
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 0xDA7A)
   k_train, k_test = jax.random.split(key)
   xtr, ytr = gaussian_toy.sample(k_train, num_train, mu)
@@ -354,7 +358,8 @@ def load(cfg, *, seed: int = 0) -> Dataset:
     arrays = load_digits(cfg.digits_test_fraction)
   elif source == "gaussian_toy":
     arrays = load_gaussian_toy(seed, cfg.toy_dim, cfg.toy_num_train,
-                               cfg.toy_num_test, cfg.toy_mu_over_sigma)
+                               cfg.toy_num_test, cfg.toy_mu_over_sigma,
+                               cfg.toy_support)
     domain = None
   elif source == "idx":
     arrays = load_idx(data_dir)

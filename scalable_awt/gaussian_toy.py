@@ -11,6 +11,11 @@ where θ is the angle between `w` and `μ` and Φ the standard normal CDF
 (`s·wᵀ(x+δ)` is smallest at `δ = −ε s w/‖w‖₂` in L2 and `δ = −ε s sign(w)` in
 L∞). The paper's Table 3 fits `‖μ‖/σ ≈ 3.09` and `ε/σ ≈ 2.08` (d = 100).
 
+μ is *sparse*: supported on its first `support` coordinates (equal entries,
+norm ‖μ‖), 10 of d = 100 by default. With a μ spread over all d coordinates
+no classifier with 10 non-zero weights could have cos θ above √(10/d) ≈ 0.32,
+and the paper's AWT at 10% density (cos 0.993) would be impossible.
+
 `linear_logits` turns the score `wᵀx` into two logits `[−wᵀx/2, wᵀx/2]`: the
 argmax is `sign(wᵀx)`, the cross-entropy is the logistic loss of `s·wᵀx`, and
 the gradient of either CE or the CW margin with respect to `x` is parallel to
@@ -28,6 +33,7 @@ import numpy as np
 
 # The paper's Table 3 constants (App. C.1).
 DIM = 100
+SUPPORT = 10  # Non-zero coordinates of μ: 10% of DIM, the paper's density.
 NUM_POINTS = 5000
 MU_OVER_SIGMA = 3.09
 EPS_OVER_SIGMA = 2.08
@@ -35,9 +41,27 @@ TABLE3_COS = {"bayes": 1.0, "svm": 0.850, "adversarial_training": 0.980,
               "awt": 0.993}
 
 
-def mean_vector(dim: int = DIM, mu_norm: float = MU_OVER_SIGMA) -> np.ndarray:
-  """μ = ‖μ‖ · (1, …, 1)/√d: every coordinate carries the same signal."""
-  return np.full((dim,), mu_norm / math.sqrt(dim), np.float32)
+def mean_vector(dim: int = DIM, mu_norm: float = MU_OVER_SIGMA,
+                support: int = SUPPORT) -> np.ndarray:
+  """μ with norm `mu_norm` on its first `support` coordinates, zero elsewhere.
+
+  The kept coordinates are equal, `mu_norm / √support`; `support` 0 or `dim`
+  spreads μ over every coordinate, `(1, …, 1) · mu_norm / √dim`.
+  """
+  support = int(support)
+  if not 0 <= support <= dim:
+    raise ValueError(f"support={support} must be in [0, dim={dim}].")
+  k = support or dim
+  mu = np.zeros((dim,), np.float32)
+  mu[:k] = mu_norm / math.sqrt(k)
+  return mu
+
+
+def support_recall(w, mu) -> float:
+  """Share of μ's non-zero coordinates where `w` is non-zero too."""
+  w = np.asarray(w).ravel()
+  mu = np.asarray(mu).ravel()
+  return float(np.mean(w[mu != 0] != 0))
 
 
 def sample(key: jax.Array, num: int, mu, sigma: float = 1.0
@@ -65,13 +89,17 @@ class LinearClassifier(nn.Module):
   """Bias-free linear classifier as a flax module (for `adversarial_training`).
 
   Params `{"Dense_0": {"kernel": (d, 1)}}`; logits `linear_logits(wᵀx)`.
+  The kernel starts random (LeCun normal, flax's `Dense` default), not zero:
+  a zero initialisation gives the AWT/NTT search a teacher with no outputs
+  and makes every magnitude score a tie, which the stable top-k breaks by
+  position, handing any magnitude-based mask the first coordinates, where
+  `mean_vector` puts μ's support.
   """
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
-    score = nn.Dense(1, use_bias=False,
-                     kernel_init=nn.initializers.zeros)(x)[:, 0]
+    score = nn.Dense(1, use_bias=False)(x)[:, 0]
     return linear_logits(score)
 
 

@@ -400,7 +400,8 @@ def train_phase(config, workdir, method, *, model, init_params,
   train_step = at.make_train_step(
       model, tx, epsilon=a.epsilon, step_size=a.train_step_size,
       num_steps=a.train_steps, norm=a.norm, domain=domain,
-      random_start=a.random_start)
+      random_start=a.random_start,
+      epsilon_warmup_steps=int(config.train.epsilon_warmup_epochs * spe))
 
   def step_fn(state, batch, base_key):
     return train_step(state, batch, jax.random.fold_in(base_key, state.step))

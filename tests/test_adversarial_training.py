@@ -265,3 +265,25 @@ def test_invalid_arguments_raise():
   bad_mask = {"Dense_0": params["Dense_0"]}
   with pytest.raises(ValueError):
     at.create_train_state(params, state, tx, mask=bad_mask)
+
+
+def test_epsilon_warmup_ramps_the_attack_linearly():
+  """Step s with warm-up W is exactly a plain step at ε·min(1, (s+1)/W)."""
+  model, params, state = _mlp()
+  tx = at.make_optimizer(name="adam", learning_rate=1e-2, total_steps=10)
+  eps, step_size, warmup = 0.2, 0.08, 4
+  ramped = jax.jit(at.make_train_step(model, tx, epsilon=eps, step_size=step_size,
+                                      num_steps=3, epsilon_warmup_steps=warmup))
+  ts = at.create_train_state(params, state, tx)
+  for s in range(6):
+    scale = min(1.0, (s + 1) / warmup)
+    plain = jax.jit(at.make_train_step(model, tx, epsilon=eps * scale,
+                                       step_size=step_size * scale, num_steps=3))
+    b, key = _batch(seed=s), jax.random.key(s)
+    expected, _ = plain(ts, b, key)
+    ts, _ = ramped(ts, b, key)
+    for got, want in zip(jax.tree.leaves(ts.params), jax.tree.leaves(expected.params)):
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  with pytest.raises(ValueError, match="epsilon_warmup_steps"):
+    at.make_train_step(model, tx, epsilon=eps, step_size=step_size, num_steps=3,
+                       epsilon_warmup_steps=-1)

@@ -4,21 +4,35 @@ For `sign(wᵀx)` on `x ~ N(±μ, σ²I)` the robust accuracy under ‖δ‖₂ 
 `Φ((‖μ‖ cos θ − ε)/σ)`: an exact attack must match it up to sampling error,
 a weak attack overestimates it. Adversarial training of a linear model must
 turn `w` towards μ (paper Table 3: cos 0.850 standard vs 0.980 adversarial).
+μ lives on its first 10 coordinates, so a 10-weight ticket can reach the
+Bayes direction, and the AWT search (with `configs/toy_gaussian.py`'s
+settings) must find those coordinates (benchmarks/toy_table3.py).
 """
 import functools
+import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from scalable_awt import adversarial_training as at
 from scalable_awt import attacks
+from scalable_awt import config_schema
+from scalable_awt import config_validation
+from scalable_awt import data as data_lib
 from scalable_awt import gaussian_toy as gt
+from scalable_awt import masks
+from scalable_awt import models
+from scalable_awt import search_phase
+from scalable_awt import ticket_search
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 20_000
 SIGMA = 1.0
-MU = gt.mean_vector(gt.DIM, gt.MU_OVER_SIGMA * SIGMA)
+MU = gt.mean_vector(gt.DIM, gt.MU_OVER_SIGMA * SIGMA, gt.SUPPORT)
 EPS_L2 = gt.EPS_OVER_SIGMA * SIGMA
 EPS_LINF = EPS_L2 / np.sqrt(gt.DIM)
 ANGLES = (0.0, 0.202, 0.555, 1.0)  # Bayes, Table 3's AT and SVM, far off.
@@ -124,3 +138,146 @@ def test_adversarial_training_turns_w_towards_mu():
   assert cos_adv > 0.98
   assert gt.closed_form_robust_accuracy(w_adv, MU, SIGMA, EPS_L2) > \
       gt.closed_form_robust_accuracy(w_nat, MU, SIGMA, EPS_L2)
+
+
+# ------------------------------------------------------------ the sparse mean
+
+
+def test_mean_vector_is_sparse_with_the_right_norm():
+  assert gt.SUPPORT == 10 and MU.shape == (gt.DIM,)
+  np.testing.assert_allclose(np.linalg.norm(MU), gt.MU_OVER_SIGMA, rtol=1e-6)
+  np.testing.assert_allclose(MU[:10], gt.MU_OVER_SIGMA / np.sqrt(10),
+                             rtol=1e-6)
+  assert np.all(MU[10:] == 0)
+  for support in (0, gt.DIM):  # Both spread μ over every coordinate.
+    mu = gt.mean_vector(gt.DIM, 2.0, support)
+    np.testing.assert_allclose(mu, 2.0 / np.sqrt(gt.DIM), rtol=1e-6)
+  mu = gt.mean_vector(20, 2.0, 3)
+  assert np.count_nonzero(mu) == 3 and np.linalg.norm(mu) == \
+      pytest.approx(2.0)
+  for bad in (-1, 21):
+    with pytest.raises(ValueError, match="support"):
+      gt.mean_vector(20, 2.0, bad)
+
+
+def test_ten_weights_reach_bayes_only_on_the_support():
+  """Why μ must be sparse: with a spread μ no 10-weight w has cos > √0.1."""
+  w = np.zeros(gt.DIM, np.float32)
+  w[:10] = 1.0
+  assert gt.cos_angle(w, MU) == pytest.approx(1.0)
+  assert gt.support_recall(w, MU) == 1.0
+  assert gt.cos_angle(np.roll(w, 10), MU) == 0.0
+  spread = gt.mean_vector(gt.DIM, gt.MU_OVER_SIGMA, 0)
+  best = np.zeros(gt.DIM)
+  best[:10] = spread[:10]  # The best 10-sparse direction for a spread μ.
+  assert gt.cos_angle(best, spread) == pytest.approx(np.sqrt(0.1))
+
+
+def test_sparse_classifiers_match_closed_form():
+  """Natural and exact L2-robust accuracy of 10-weight classifiers: sampled
+  on 20,000 points, within 4 standard errors of the closed forms."""
+  x, y = _data()
+  rng = np.random.default_rng(0)
+  for kept in (10, 7, 3):  # Support coordinates among the 10 weights.
+    w = np.zeros(gt.DIM)
+    w[:kept] = 1.0 + 0.3 * rng.standard_normal(kept)
+    w[10:20 - kept] = 0.5 * rng.standard_normal(10 - kept)
+    assert np.count_nonzero(w) == 10
+    for eps in (0.0, EPS_L2):
+      expected = gt.closed_form_robust_accuracy(w, MU, SIGMA, eps)
+      measured = gt.empirical_robust_accuracy(w, x, y, eps)
+      assert abs(measured - expected) <= 4 * gt.standard_error(expected, N), \
+          (kept, eps, measured, expected)
+
+
+def test_runner_data_has_the_sparse_mean():
+  cfg = config_schema.get_config().data
+  cfg.name = "gaussian_toy"
+  ds = data_lib.load(cfg, seed=0)
+  s = 2.0 * ds.train_labels - 1.0
+  mean = (s[:, None] * ds.train_images).mean(0)  # Estimates μ.
+  assert cfg.toy_support == gt.SUPPORT
+  np.testing.assert_allclose(mean[:10], MU[:10], atol=0.06)
+  np.testing.assert_allclose(mean[10:], 0.0, atol=0.06)
+  cfg.toy_support = 0  # The spread mean.
+  ds = data_lib.load(cfg, seed=0)
+  mean = ((2.0 * ds.train_labels - 1.0)[:, None] * ds.train_images).mean(0)
+  np.testing.assert_allclose(mean, gt.MU_OVER_SIGMA / 10, atol=0.06)
+
+
+@pytest.mark.parametrize("value", [-1, 101, 2.5, True, "10"])
+def test_toy_support_is_validated(value):
+  c = config_schema.get_config().to_dict()  # A dict: no type-safe casting.
+  c["data"]["toy_support"] = value
+  with pytest.raises(config_validation.ConfigError,
+                     match=r"config\.data\.toy_support=.*toy_dim"):
+    config_validation.validate(c)
+
+
+def test_toy_support_may_be_zero_or_toy_dim():
+  c = config_schema.get_config()
+  for value in (0, 100):
+    c.data.toy_support = value
+    config_validation.validate(c)
+  c.data.toy_dim = 20
+  c.data.toy_support = 21
+  with pytest.raises(config_validation.ConfigError, match="toy_support=21"):
+    config_validation.validate(c)
+
+
+def test_linear_classifier_starts_random_not_at_a_tie():
+  """A zero start makes every magnitude score a tie, and the stable top-k
+  would hand a search the first coordinates: μ's support, for free."""
+  params, _ = models.init_model(gt.LinearClassifier(), jax.random.key(0),
+                                (1, gt.DIM))
+  w = np.asarray(params["Dense_0"]["kernel"]).ravel()
+  assert np.all(w != 0) and 0.05 < w.std() < 0.2  # LeCun normal: 1/√d.
+  mask = masks.topk_mask(jax.tree.map(jnp.abs, params), 0.1)
+  assert gt.support_recall(np.asarray(mask["Dense_0"]["kernel"]).ravel(),
+                           MU) < 1.0
+
+
+def _toy_config():
+  path = os.path.join(ROOT, "configs", "toy_gaussian.py")
+  spec = importlib.util.spec_from_file_location("toy_gaussian", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _search_recalls(config, epsilon, seeds, epochs=5):
+  """Runs the AWT/NTT search with the config's settings from each seed's
+  initialisation and data; returns the share of μ's support in each mask."""
+  model = gt.LinearClassifier()
+  bs = int(config.search.batch_size)
+  total = epochs * (config.data.toy_num_train // bs)
+  settings = search_phase.search_settings(config, epsilon=epsilon,
+                                          total_steps=total, domain=None)
+  tx = optax.adam(float(config.search.learning_rate))
+  apply_fn = models.make_apply_fn(model, {})
+  step = jax.jit(ticket_search.make_search_step(apply_fn, tx, settings))
+  recalls = []
+  for seed in seeds:
+    ds = data_lib.load(config.data, seed=seed)
+    params, _ = models.init_model(model, jax.random.key(seed), (1, gt.DIM))
+    state = ticket_search.init_search_state(params, tx, settings)
+    rng = np.random.default_rng(seed)
+    for i in range(total):
+      idx = rng.integers(0, len(ds.train_labels), bs)
+      batch = {"image": ds.train_images[idx], "label": ds.train_labels[idx]}
+      state, _ = step(state, batch, jax.random.key(i))
+    mask = ticket_search.final_mask(state, settings)
+    recalls.append(gt.support_recall(
+        np.asarray(mask["Dense_0"]["kernel"]).ravel(), MU))
+  return recalls
+
+
+def test_awt_search_finds_the_support_ntt_does_not():
+  """With the toy config's search settings the adversarial search keeps μ's
+  10 coordinates; the same search with ε = 0 (NTT) does not."""
+  config = _toy_config()
+  assert config.data.toy_support == gt.SUPPORT
+  assert config.search.density == 0.1
+  eps = float(config.attack.epsilon)
+  assert _search_recalls(config, eps, (0, 1)) == [1.0, 1.0]
+  assert max(_search_recalls(config, 0.0, (0, 1))) <= 0.5
