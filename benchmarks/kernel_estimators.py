@@ -140,14 +140,21 @@ def yardstick(s, repeats):
 
 
 def distance_and_grad_fn(s, name, k, options):
+  """`fn(student, key, arrays)`; the arrays are arguments, not closure constants,
+  so that XLA cannot fold the teacher's work into the compiled program."""
   apply_fn = s["apply_fn"]
 
-  def fn(student, key):
-    loss = lambda p: E.kernel_distance(name, apply_fn, s["params"], p, s["mask"], s["x"],
-                                       s["x_adv"], s["x_adv_s"], key=key, num_samples=k,
-                                       normalize=True, **options)
+  def fn(student, key, arrays):
+    loss = lambda p: E.kernel_distance(
+        name, apply_fn, arrays["params"], p, arrays["mask"], arrays["x"],
+        arrays["x_adv"], arrays["x_adv_s"], key=key, num_samples=k, normalize=True,
+        **options)
     return jax.value_and_grad(loss)(student)
   return fn
+
+
+def distance_arrays(s):
+  return {name: s[name] for name in ("params", "mask", "x", "x_adv", "x_adv_s")}
 
 
 def cost_one(model_name, n, name, k, repeats, options=None):
@@ -158,7 +165,7 @@ def cost_one(model_name, n, name, k, repeats, options=None):
     out = yardstick(s, repeats)
   else:
     out = time_compiled(distance_and_grad_fn(s, name, k, options),
-                        (s["student"], jax.random.key(7)), repeats)
+                        (s["student"], jax.random.key(7), distance_arrays(s)), repeats)
   out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   return dict(model=model_name, n=n, estimator=name, k=k, **out)
 
@@ -194,6 +201,7 @@ def accuracy(model_name, n, ks, keys_for, *, names, num_masks):
   kernel = E.prepare_teacher("exact", apply_fn, s["params"], s["x"], s["x_adv"],
                              key=jax.random.key(0), **options)["kernel"]
   kernel_norm = float(jnp.sqrt(jnp.sum(kernel**2)))
+  arrays = dict(distance_arrays(s), student=s["student"])
   rows = []
   for name in names:
     for k in ks:
@@ -203,11 +211,11 @@ def accuracy(model_name, n, ks, keys_for, *, names, num_masks):
         continue
 
       @jax.jit
-      def run(key, k=k, name=name):
-        teacher = E.prepare_teacher(name, apply_fn, s["params"], s["x"], s["x_adv"],
+      def run(key, a, k=k, name=name):  # Arrays as arguments: no constant folding.
+        teacher = E.prepare_teacher(name, apply_fn, a["params"], a["x"], a["x_adv"],
                                     key=key, num_samples=k)
-        d = E.student_kernel_distance(name, teacher, apply_fn, s["student"], s["mask"],
-                                      s["x"], s["x_adv_s"])
+        d = E.student_kernel_distance(name, teacher, apply_fn, a["student"], a["mask"],
+                                      a["x"], a["x_adv_s"])
         est = E.kernel_estimate(name, teacher)
         kerr = (jnp.sqrt(jnp.sum((est - kernel) ** 2)) if est is not None
                 else jnp.nan)
@@ -215,7 +223,8 @@ def accuracy(model_name, n, ks, keys_for, *, names, num_masks):
 
       t0 = time.perf_counter()
       vals, kerrs = zip(*[(float(a), float(b)) for a, b in
-                          (run(jax.random.key(1000 + r)) for r in range(keys_for(k)))])
+                          (run(jax.random.key(1000 + r), arrays)
+                           for r in range(keys_for(k)))])
       vals = np.array(vals)
       se = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
       rows.append(dict(
