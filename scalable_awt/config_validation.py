@@ -156,10 +156,8 @@ def validate(config, *, implemented_methods=None) -> None:
   check(isinstance(t["warmup_steps"], int) and t["warmup_steps"] >= 0,
         "train.warmup_steps", t["warmup_steps"], "must be an integer >= 0")
   warmup = t["epsilon_warmup_epochs"]
-  check(isinstance(warmup, int) and warmup >= 0
-        and (not isinstance(t["epochs"], int) or warmup <= t["epochs"]),
-        "train.epsilon_warmup_epochs", warmup,
-        "must be an integer in [0, train.epochs]")
+  check(isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0,
+        "train.epsilon_warmup_epochs", warmup, "must be an integer >= 0")
   positive_int("train.log_every_steps", t["log_every_steps"])
   check(isinstance(t["curve_every_epochs"], int) and t["curve_every_epochs"] >= 0,
         "train.curve_every_epochs", t["curve_every_epochs"],

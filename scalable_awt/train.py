@@ -401,7 +401,9 @@ def train_phase(config, workdir, method, *, model, init_params,
       model, tx, epsilon=a.epsilon, step_size=a.train_step_size,
       num_steps=a.train_steps, norm=a.norm, domain=domain,
       random_start=a.random_start,
-      epsilon_warmup_steps=int(config.train.epsilon_warmup_epochs * spe))
+      # A ramp longer than the run (e.g. train.epochs overridden down) ends
+      # with the run, so the last steps still train at the full epsilon.
+      epsilon_warmup_steps=min(int(config.train.epsilon_warmup_epochs * spe), total))
 
   def step_fn(state, batch, base_key):
     return train_step(state, batch, jax.random.fold_in(base_key, state.step))

@@ -52,6 +52,7 @@ def test_unknown_config_argument():
     ("attack.epsilon", -0.1, ">= 0"),
     ("search.estimator", "magic", "'exact', 'diagonal'"),
     ("data.name", "imagenet", "'mnist', 'cifar10'"),
+    ("train.epsilon_warmup_epochs", -1, ">= 0"),
 ])
 def test_validate_messages(key, value, needle):
   c = config_schema.get_config()
