@@ -315,44 +315,69 @@ def plots(result, stem):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-  costs = {(r["model"], r["n"], r["estimator"], r["k"]): r for r in result["cost"]
-           if "time_s" in r}
-  yard = {(r["model"], r["n"]): r["cpu_s"] for r in result["cost"]
-          if r["estimator"] == "yardstick" and "cpu_s" in r}
   ax = axes[0]
-  for model_name, res in result["accuracy"].items():
-    for name in ESTIMATED:
-      pts = [(r["k"], r["rel_rms"]) for r in res["rows"] if r["estimator"] == name]
-      pts = [(costs[(model_name, r_n, name, k)]["cpu_s"] / yard[(model_name, r_n)], e)
-             for (k, e) in pts for r_n in [res["rows"][0]["n"]]
-             if (model_name, r_n, name, k) in costs and (model_name, r_n) in yard]
+  styles = {"mlp": "-", "cnn": "--"}
+  for model_name, res in result.get("accuracy", {}).items():
+    for i, name in enumerate(ESTIMATED):
+      pts = sorted((r["k"], r["rel_rms"]) for r in res["rows"] if r["estimator"] == name)
       if pts:
-        ax.plot(*zip(*sorted(pts)), "o-", label=f"{model_name} {name}")
-  ax.set(xscale="log", yscale="log", xlabel="distance+grad CPU time / PGD-10 step",
-         ylabel="relative RMS error of the distance", title="error vs cost")
+        ax.plot(*zip(*pts), "o" + styles.get(model_name, ":"), color=f"C{i}",
+                label=f"{model_name} {name}")
+  ax.axhline(0.3, color="grey", lw=0.8, ls=":")
+  ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+  ax.set(xscale="log", yscale="log", xlabel="k (probes / directions / positions)",
+         ylabel="relative RMS error of the kernel distance",
+         title="estimator error vs k (n = 64; dotted: 30% and 10%)")
   ax.legend(fontsize=6)
   ax = axes[1]
-  for model_name in sorted({r["model"] for r in result["cost"]}):
-    for name in E.NAMES:
-      pts = sorted((r["n"], r["xla_bytes"] / 2**20) for r in result["cost"]
-                   if r["model"] == model_name and r["estimator"] == name
-                   and r.get("xla_bytes") and r["k"] in (8, None))
-      if len(pts) > 1:
-        ax.plot(*zip(*pts), "o-", label=f"{model_name} {name}")
-  ax.set(xscale="log", yscale="log", xlabel="batch n", ylabel="XLA memory (MB), k=8",
-         title="memory vs n")
-  ax.legend(fontsize=6)
+  cost = [r for r in result.get("cost", []) if "cpu_s" in r]
+  yard = {(r["model"], r["n"]): r for r in cost if r["estimator"] == "yardstick"}
+  bars = [(f"{r['model']} n={r['n']}\n{r['estimator']} k={r['k']}",
+           r["cpu_s"] / yard[(r["model"], r["n"])]["cpu_s"],
+           r["time_s"] / yard[(r["model"], r["n"])]["time_s"])
+          for r in cost if r["estimator"] != "yardstick" and (r["model"], r["n"]) in yard]
+  if bars:
+    labels, cpu_ratio, wall_ratio = zip(*bars)
+    where = np.arange(len(bars))
+    ax.barh(where - 0.2, cpu_ratio, 0.4, label="CPU time")
+    ax.barh(where + 0.2, wall_ratio, 0.4, label="wall time")
+    ax.set_yticks(where, labels, fontsize=6)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.axvline(2.0, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="distance + gradient / one PGD-10 training step",
+           title="cost relative to adversarial training")
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(RESULTS / f"{stem}.png", dpi=120)
+
+
+def _save(path, result, key):
+  """Writes `result`, keeping what another run (e.g. `--only cost` beside
+  `--only accuracy`) wrote meanwhile under the other keys."""
+  current = json.loads(path.read_text()) if path.exists() else {}
+  current.update({k: v for k, v in result.items() if k not in ("accuracy", "cost")})
+  current[key] = result[key]
+  path.write_text(json.dumps(current, indent=1))
+  result.update(current)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="small sweep (~10 min)")
   parser.add_argument("--skip-vgg", action="store_true")
-  parser.add_argument("--only", choices=["cost", "accuracy"], default=None)
+  parser.add_argument("--only", choices=["cost", "accuracy", "report"], default=None,
+                      help="run one part; 'report' only rewrites tables and plots")
+  parser.add_argument("--accuracy-models", default="mlp,cnn",
+                      help="models of the accuracy sweep; others already in the JSON stay")
+  parser.add_argument("--max-k", type=int, default=256, help="largest k of the accuracy sweep")
+  parser.add_argument("--keys", type=int, default=48,
+                      help="repetitions (keys) per k <= 16 in the accuracy sweep; half above")
+  parser.add_argument("--cost-models", default="mlp,cnn,vgg16",
+                      help="models of the cost sweep (comma-separated)")
   parser.add_argument("--cost-sizes", default="16,64,256",
                       help="batch sizes n of the MLP/CNN cost sweep (CNN: up to 64)")
+  parser.add_argument("--vgg-batch", type=int, default=32, help="batch of the VGG-16 cost rows")
+  parser.add_argument("--vgg-estimators", default="random_projection,output_probes,output_probes_deflated")
   parser.add_argument("--single", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.single:
@@ -368,18 +393,22 @@ def main():
 
   if args.only in (None, "accuracy"):
     ks = [1, 2, 4, 8, 16, 32, 64] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
-    keys_for = (lambda k: 24 if k <= 16 else 12) if args.quick else (
-        lambda k: 48 if k <= 16 else 24 if k <= 64 else 12)
-    result["accuracy"] = {}
-    for model_name in ("mlp", "cnn"):
+    many = 24 if args.quick else args.keys
+    keys_for = lambda k: many if k <= 16 else max(many // 2, 2) if k <= 64 else max(many // 4, 2)
+    ks = [k for k in ks if k <= args.max_k]
+    result["accuracy"] = dict(result.get("accuracy", {}))
+    for model_name in args.accuracy_models.split(","):
       result["accuracy"][model_name] = accuracy(
           model_name, 64, ks, keys_for, names=ESTIMATED, num_masks=6 if args.quick else 10)
-      path.write_text(json.dumps(result, indent=1))
+      _save(path, result, "accuracy")
 
   if args.only in (None, "cost"):
     rows = []
     sizes = [int(v) for v in args.cost_sizes.split(",")]
+    cost_models = args.cost_models.split(",")
     for model_name, ns in (("mlp", sizes), ("cnn", [v for v in sizes if v <= 64])):
+      if model_name not in cost_models:
+        continue
       if args.quick:
         ns = ns[:2]
       for n in ns:
@@ -389,22 +418,24 @@ def main():
           for k in ([8, 64] if n == 64 else [8]):
             rows.append(cost_in_subprocess(model_name, n, name, k, 3, 900))
             print(json.dumps(rows[-1]), flush=True)
-    if not args.skip_vgg:
-      n = 32
+    if not args.skip_vgg and "vgg16" in cost_models:
+      n = args.vgg_batch
       rows.append(cost_in_subprocess("vgg16", n, "yardstick", None, 2, 1800))
       print(json.dumps(rows[-1]), flush=True)
-      for name in ("random_projection", "output_probes", "output_probes_deflated"):
+      for name in args.vgg_estimators.split(","):
         rows.append(cost_in_subprocess("vgg16", n, name, 8, 2, 1800))
         print(json.dumps(rows[-1]), flush=True)
     result["cost"] = rows
-    path.write_text(json.dumps(result, indent=1))
+    _save(path, result, "cost")
 
+  tables = []
   if "cost" in result:
-    print("\n" + cost_table(result["cost"]))
+    tables.append(cost_table(result["cost"]))
   if "accuracy" in result:
-    print("\n" + accuracy_table(result["accuracy"]))
-  if "cost" in result and "accuracy" in result:
+    tables.append(accuracy_table(result["accuracy"]))
     plots(result, stem)
+  (RESULTS / f"{stem}.md").write_text("\n\n".join(tables) + "\n")
+  print("\n" + "\n\n".join(tables))
   print(f"\nwrote {path}")
 
 

@@ -204,6 +204,10 @@ def plot(rows, paper, path: pathlib.Path, title: str) -> None:
     if pts:
       ax.plot([100 * d for d, _ in pts], [a for _, a in pts], "x:", label=method)
   ax.set_xscale("log")
+  ticks = sorted({100 * r["density"] for r in rows if r["method"] != "dense"} |
+                 {100 * d for t in (paper or {}).values() for d in t if d < 1.0})
+  ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+  ax.minorticks_off()
   ax.set_xlabel("density (% of prunable weights kept)")
   ax.set_ylabel(f"robust accuracy, {attack} (%)")
   ax.set_title(title)
@@ -268,7 +272,10 @@ def main(argv=None) -> int:
         "rows": rows, "paper": {k: {str(d): v for d, v in t.items()}
                                 for k, t in (preset.paper or {}).items()},
         "complete": point is points[-1],
-        "sweep_wall_s": time.time() - start,
+        "sweep_wall_s": time.time() - start,  # This invocation (finished points return at once).
+        # What the runs cost when they ran (setup + search + train + evaluate).
+        "runs_wall_s": sum(sum(v.values()) for v in
+                           {r["workdir"]: r["wall_time_s"] for r in rows}.values()),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": _machine(),
         "schedule": {"search_epochs": float(config.search.epochs),
@@ -281,7 +288,8 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(result, indent=1))
   md = markdown(rows, preset.paper)
   (RESULTS / f"{name}.md").write_text(md)
-  plot(rows, preset.paper, RESULTS / f"{name}.png", f"{name}: {preset.config}")
+  plot(rows, preset.paper, RESULTS / f"{name}.png",
+       f"{preset.config}: search {config.search.epochs} + train {config.train.epochs} epochs")
   partial = RESULTS / f"{name}.partial.json"
   if partial.exists():
     partial.unlink()
