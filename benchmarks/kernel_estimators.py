@@ -7,11 +7,15 @@ few PGD steps on each network (so that distances are far from zero):
 
 * cost: time of one distance + gradient evaluation (jit, median after
   compile; teacher preparation included, since the search meets a new batch
-  every step), compile time, XLA memory (`memory_analysis()` temp + arguments
-  + outputs) and, for VGG-16, the peak RSS of a subprocess that runs just that
-  evaluation. Every time is also given as a ratio to the yardstick: one PGD-10
-  adversarial-training step (`adversarial_training.make_train_step`) of the
-  same model and batch.
+  every step; `part="student"` rows time the student's distance + gradient
+  alone, with the teacher prepared beforehand), compile time, XLA memory
+  (`memory_analysis()` temp + arguments + outputs), XLA's FLOP count
+  (`cost_analysis()`, a hardware-independent cost) and the peak RSS of a
+  subprocess that runs just that evaluation. Every time and FLOP count is
+  also given as a ratio to the yardstick: one PGD-10 adversarial-training step
+  (`adversarial_training.make_train_step`) of the same model and batch. XLA
+  counts a loop body once, so the yardstick's FLOPs are summed from its parts:
+  10 input gradients of the loss (the attack) + 1 parameter gradient.
 * accuracy (MLP, CNN at n=64): relative RMS error of the distance over keys
   vs. the exact distance, mean ± standard error (unbiased estimators must
   agree with exact within 3 s.e.), relative Frobenius error of the kernel
@@ -32,6 +36,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import resource
 import subprocess
 import sys
@@ -117,6 +122,23 @@ def _memory(compiled):
     return None
 
 
+def _flops(compiled):
+  """XLA's FLOP count of a compiled program; None when it has a loop (XLA
+  counts a loop body once, whatever its trip count) or none is reported.
+  The random-number generator's loops (threefry rounds) are cheap and allowed."""
+  try:
+    loops = [line for line in compiled.as_text().splitlines()
+             if re.search(r"\bwhile\(", line)
+             and not re.search(r"threefry|_uniform|_normal|_bernoulli|_rademacher", line)]
+    if loops:
+      return None
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
+  except Exception:  # Not every backend reports it.
+    return None
+
+
 def time_compiled(fn, args, repeats):
   start = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
@@ -125,7 +147,7 @@ def time_compiled(fn, args, repeats):
     jax.block_until_ready(compiled(*args))  # Warm-up (skipped for one-shot VGG runs).
   wall, cpu = _median_time(compiled, args, repeats)
   return dict(time_s=wall, cpu_s=cpu, compile_s=compile_s,
-              xla_bytes=_memory(compiled))
+              xla_bytes=_memory(compiled), flops=_flops(compiled))
 
 
 def yardstick(s, repeats):
@@ -135,8 +157,24 @@ def yardstick(s, repeats):
                                               step_size=s["step"], num_steps=10)
   train_state = adversarial_training.create_train_state(s["params"], s["state"], tx)
   batch = {"image": s["x"], "label": s["y"]}
-  return time_compiled(lambda st, b, k: step(st, b, k)[0].params,
-                       (train_state, batch, jax.random.key(0)), repeats)
+  out = time_compiled(lambda st, b, k: step(st, b, k)[0].params,
+                      (train_state, batch, jax.random.key(0)), repeats)
+  out["flops"] = _yardstick_flops(s)
+  return out
+
+
+def _yardstick_flops(s):
+  """10 input gradients (PGD-10) + 1 parameter gradient of the training loss."""
+  apply_fn = s["apply_fn"]
+
+  def loss(params, x, y):
+    logits = apply_fn(params, x)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+  args = (s["params"], s["x"], s["y"])
+  attack = _flops(jax.jit(jax.grad(loss, argnums=1)).lower(*args).compile())
+  update = _flops(jax.jit(jax.value_and_grad(loss)).lower(*args).compile())
+  return None if attack is None or update is None else 10 * attack + update
 
 
 def distance_and_grad_fn(s, name, k, options):
@@ -157,29 +195,54 @@ def distance_arrays(s):
   return {name: s[name] for name in ("params", "mask", "x", "x_adv", "x_adv_s")}
 
 
-def cost_one(model_name, n, name, k, repeats, options=None):
+def student_grad_fn(s, name, options):
+  """`fn(student, teacher, arrays)`: the student's distance + gradient alone."""
+  apply_fn = s["apply_fn"]
+
+  def fn(student, teacher, arrays):
+    loss = lambda p: E.student_kernel_distance(
+        name, teacher, apply_fn, p, arrays["mask"], arrays["x"], arrays["x_adv_s"],
+        normalize=True, **options)
+    return jax.value_and_grad(loss)(student)
+  return fn
+
+
+def cost_one(model_name, n, name, k, repeats, options=None, part="all"):
+  """One cost row. part="all": teacher + student; "student": the student's
+  distance + gradient with the teacher prepared beforehand (not timed)."""
   s = setup(model_name, n)
   options = options if options is not None else (
       EXACT_OPTIONS[model_name] if name == "exact" else {})
   if name == "yardstick":
     out = yardstick(s, repeats)
+  elif part == "student":
+    teacher = jax.jit(lambda key, a: E.prepare_teacher(
+        name, s["apply_fn"], a["params"], a["x"], a["x_adv"], key=key, num_samples=k,
+        **options))(jax.random.key(7), distance_arrays(s))
+    out = time_compiled(student_grad_fn(s, name, options),
+                        (s["student"], teacher, distance_arrays(s)), repeats)
   else:
     out = time_compiled(distance_and_grad_fn(s, name, k, options),
                         (s["student"], jax.random.key(7), distance_arrays(s)), repeats)
   out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  return dict(model=model_name, n=n, estimator=name, k=k, **out)
+  return dict(model=model_name, n=n, estimator=name, k=k,
+              part=None if name == "yardstick" else part,
+              chunk_size=(options or {}).get("chunk_size") if name != "exact" else None,
+              **out)
 
 
-def cost_in_subprocess(model_name, n, name, k, repeats, timeout):
+def cost_in_subprocess(model_name, n, name, k, repeats, timeout, part="all", options=None):
   """Runs cost_one in a fresh process so that its peak RSS is its own."""
-  cmd = [sys.executable, __file__, "--single", json.dumps([model_name, n, name, k, repeats])]
+  cmd = [sys.executable, __file__, "--single",
+         json.dumps([model_name, n, name, k, repeats, part, options])]
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
   except subprocess.TimeoutExpired:
-    return dict(model=model_name, n=n, estimator=name, k=k, error=f"timeout {timeout}s")
+    return dict(model=model_name, n=n, estimator=name, k=k, part=part,
+                error=f"timeout {timeout}s")
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
   if proc.returncode or not lines:
-    return dict(model=model_name, n=n, estimator=name, k=k,
+    return dict(model=model_name, n=n, estimator=name, k=k, part=part,
                 error=(proc.stderr or proc.stdout)[-400:])
   return json.loads(lines[-1])
 
@@ -188,7 +251,9 @@ def cost_in_subprocess(model_name, n, name, k, repeats, timeout):
 # Accuracy.
 # ---------------------------------------------------------------------------
 
-def accuracy(model_name, n, ks, keys_for, *, names, num_masks):
+def accuracy(model_name, n, ks, keys_for, *, names, num_masks, save_partial=None):
+  """Accuracy rows of one model; `save_partial(result_so_far)` after each row,
+  so that a long sweep killed half-way keeps what it measured."""
   s = setup(model_name, n)
   apply_fn = s["apply_fn"]
   options = EXACT_OPTIONS[model_name]
@@ -237,7 +302,12 @@ def accuracy(model_name, n, ks, keys_for, *, names, num_masks):
               "random_projection") else None,
           seconds=time.perf_counter() - t0))
       print(json.dumps(rows[-1]), flush=True)
+      if save_partial:
+        save_partial(dict(exact=exact, exact_seconds=exact_s, rows=rows, ranks=[],
+                          partial=True))
 
+  if not num_masks:
+    return dict(exact=exact, exact_seconds=exact_s, rows=rows, ranks=[])
   # Rank correlation across random masks of one density (common random numbers).
   from scipy.stats import spearmanr
   mask_list = [masks.random_mask(jax.random.key(100 + i), s["params"], 0.1)
@@ -274,21 +344,26 @@ def _fmt(v, spec=".3g"):
 def cost_table(rows):
   yard = {(r["model"], r["n"]): r for r in rows
           if r["estimator"] == "yardstick" and "time_s" in r}
-  lines = ["| model | n | estimator | k | wall (s) | × PGD-10 step (wall) | CPU (s) | "
-           "× PGD-10 step (CPU) | compile (s) | XLA mem (MB) | peak RSS (MB) |",
-           "|" + " --- |" * 11]
+  lines = ["| model | n | estimator | part | k | chunk | wall (s) | × PGD-10 step (wall) | CPU (s) | "
+           "× PGD-10 step (CPU) | GFLOP | × PGD-10 step (FLOPs) | compile (s) | "
+           "XLA mem (MB) | peak RSS (MB) |",
+           "|" + " --- |" * 15]
   for r in rows:
+    part = r.get("part") or ("" if r["estimator"] == "yardstick" else "all")
     if "error" in r:
-      lines.append(f"| {r['model']} | {r['n']} | {r['estimator']} | {r['k']} | "
-                   f"{r['error'][-80:]!r} | | | | | | |")
+      lines.append(f"| {r['model']} | {r['n']} | {r['estimator']} | {part} | {r['k']} | "
+                   f"{_fmt(r.get('chunk_size'), '')} | {r['error'][-80:]!r} |" + " |" * 8)
       continue
     base = yard.get((r["model"], r["n"]))
     ratio = r["time_s"] / base["time_s"] if base else None
     cpu_ratio = r["cpu_s"] / base["cpu_s"] if base else None
+    flops, base_flops = r.get("flops"), base.get("flops") if base else None
+    flop_ratio = flops / base_flops if flops and base_flops else None
     lines.append(
-        f"| {r['model']} | {r['n']} | {r['estimator']} | {_fmt(r['k'], '')} | "
-        f"{_fmt(r['time_s'])} | {_fmt(ratio, '.2f')} | {_fmt(r['cpu_s'])} | "
-        f"{_fmt(cpu_ratio, '.2f')} | {_fmt(r['compile_s'], '.1f')} | "
+        f"| {r['model']} | {r['n']} | {r['estimator']} | {part} | {_fmt(r['k'], '')} | "
+        f"{_fmt(r.get('chunk_size'), '')} | {_fmt(r['time_s'])} | {_fmt(ratio, '.2f')} | {_fmt(r['cpu_s'])} | "
+        f"{_fmt(cpu_ratio, '.2f')} | {_fmt(flops / 1e9 if flops else None, '.1f')} | "
+        f"{_fmt(flop_ratio, '.2f')} | {_fmt(r['compile_s'], '.1f')} | "
         f"{_fmt(r['xla_bytes'] / 2**20 if r['xla_bytes'] else None, '.0f')} | "
         f"{_fmt(r['peak_rss_bytes'] / 2**20, '.0f')} |")
   return "\n".join(lines)
@@ -332,20 +407,24 @@ def plots(result, stem):
   ax = axes[1]
   cost = [r for r in result.get("cost", []) if "cpu_s" in r]
   yard = {(r["model"], r["n"]): r for r in cost if r["estimator"] == "yardstick"}
-  bars = [(f"{r['model']} n={r['n']}\n{r['estimator']} k={r['k']}",
-           r["cpu_s"] / yard[(r["model"], r["n"])]["cpu_s"],
-           r["time_s"] / yard[(r["model"], r["n"])]["time_s"])
+  def ratio(r, field):
+    base = yard[(r["model"], r["n"])].get(field)
+    return r[field] / base if r.get(field) and base else 0.0
+  bars = [(f"{r['model']} n={r['n']} {r['estimator']}\nk={r['k']} {r.get('part') or 'all'}"
+            + (f" chunk {r['chunk_size']}" if r.get("chunk_size") else ""),
+           ratio(r, "cpu_s"), ratio(r, "time_s"), ratio(r, "flops"))
           for r in cost if r["estimator"] != "yardstick" and (r["model"], r["n"]) in yard]
   if bars:
-    labels, cpu_ratio, wall_ratio = zip(*bars)
+    labels, cpu_ratio, wall_ratio, flop_ratio = zip(*bars)
     where = np.arange(len(bars))
-    ax.barh(where - 0.2, cpu_ratio, 0.4, label="CPU time")
-    ax.barh(where + 0.2, wall_ratio, 0.4, label="wall time")
-    ax.set_yticks(where, labels, fontsize=6)
+    ax.barh(where - 0.27, cpu_ratio, 0.27, label="CPU time")
+    ax.barh(where, wall_ratio, 0.27, label="wall time")
+    ax.barh(where + 0.27, flop_ratio, 0.27, label="XLA FLOPs")
+    ax.set_yticks(where, labels, fontsize=5)
     ax.axvline(1.0, color="k", lw=0.8)
     ax.axvline(2.0, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="distance + gradient / one PGD-10 training step",
-           title="cost relative to adversarial training")
+    ax.set(xscale="log", xlabel="distance + gradient / one PGD-10 training step",
+           title="cost relative to adversarial training (dotted: 2x)")
     ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(RESULTS / f"{stem}.png", dpi=120)
@@ -369,6 +448,10 @@ def main():
                       help="run one part; 'report' only rewrites tables and plots")
   parser.add_argument("--accuracy-models", default="mlp,cnn",
                       help="models of the accuracy sweep; others already in the JSON stay")
+  parser.add_argument("--accuracy-estimators", default=None,
+                      help="estimators of the accuracy sweep (default: all); others' rows stay")
+  parser.add_argument("--num-masks", type=int, default=None,
+                      help="random masks for the rank correlation (0: skip; default 10)")
   parser.add_argument("--max-k", type=int, default=256, help="largest k of the accuracy sweep")
   parser.add_argument("--keys", type=int, default=48,
                       help="repetitions (keys) per k <= 16 in the accuracy sweep; half above")
@@ -376,13 +459,25 @@ def main():
                       help="models of the cost sweep (comma-separated)")
   parser.add_argument("--cost-sizes", default="16,64,256",
                       help="batch sizes n of the MLP/CNN cost sweep (CNN: up to 64)")
-  parser.add_argument("--vgg-batch", type=int, default=32, help="batch of the VGG-16 cost rows")
+  parser.add_argument("--vgg-batch", default="32",
+                      help="batch sizes of the VGG-16 cost rows (comma-separated)")
   parser.add_argument("--vgg-estimators", default="random_projection,output_probes,output_probes_deflated")
+  parser.add_argument("--vgg-repeats", type=int, default=2,
+                      help="timed VGG-16 calls per row (median; 1 = no warm-up call)")
+  parser.add_argument("--vgg-chunk-size", type=int, default=0,
+                      help="probes/directions per pass of the VGG-16 estimator rows (0: all)")
+  parser.add_argument("--vgg-parts", default="all,student",
+                      help="'all' (teacher + student) and/or 'student' (student alone)")
+  parser.add_argument("--vgg-exact-max-batch", type=int, default=8,
+                      help="largest VGG-16 batch with an exact-distance row")
+  parser.add_argument("--append-cost", action="store_true",
+                      help="keep the JSON's other cost rows instead of replacing them")
   parser.add_argument("--single", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.single:
-    model_name, n, name, k, repeats = json.loads(args.single)
-    print(json.dumps(cost_one(model_name, n, name, k, repeats)), flush=True)
+    model_name, n, name, k, repeats, part, options = (json.loads(args.single) + [None])[:7]
+    print(json.dumps(cost_one(model_name, n, name, k, repeats, options, part=part)),
+          flush=True)
     return
 
   RESULTS.mkdir(parents=True, exist_ok=True)
@@ -397,9 +492,23 @@ def main():
     keys_for = lambda k: many if k <= 16 else max(many // 2, 2) if k <= 64 else max(many // 4, 2)
     ks = [k for k in ks if k <= args.max_k]
     result["accuracy"] = dict(result.get("accuracy", {}))
+    names = args.accuracy_estimators.split(",") if args.accuracy_estimators else ESTIMATED
+    num_masks = args.num_masks if args.num_masks is not None else 6 if args.quick else 10
     for model_name in args.accuracy_models.split(","):
-      result["accuracy"][model_name] = accuracy(
-          model_name, 64, ks, keys_for, names=ESTIMATED, num_masks=6 if args.quick else 10)
+      # Rows and ranks of the estimators not rerun now stay.
+      earlier = result["accuracy"].get(model_name, {})
+      kept_rows = [r for r in earlier.get("rows", []) if r["estimator"] not in names]
+      kept_ranks = [r for r in earlier.get("ranks", []) if r["estimator"] not in names]
+
+      def merged(new, kept_rows=kept_rows, kept_ranks=kept_ranks):
+        return dict(new, rows=kept_rows + new["rows"], ranks=kept_ranks + new["ranks"])
+
+      def save_partial(partial, model_name=model_name):
+        result["accuracy"][model_name] = merged(partial)
+        _save(path, result, "accuracy")
+      result["accuracy"][model_name] = merged(accuracy(
+          model_name, 64, ks, keys_for, names=names, num_masks=num_masks,
+          save_partial=save_partial))
       _save(path, result, "accuracy")
 
   if args.only in (None, "cost"):
@@ -419,12 +528,24 @@ def main():
             rows.append(cost_in_subprocess(model_name, n, name, k, 3, 900))
             print(json.dumps(rows[-1]), flush=True)
     if not args.skip_vgg and "vgg16" in cost_models:
-      n = args.vgg_batch
-      rows.append(cost_in_subprocess("vgg16", n, "yardstick", None, 2, 1800))
-      print(json.dumps(rows[-1]), flush=True)
-      for name in args.vgg_estimators.split(","):
-        rows.append(cost_in_subprocess("vgg16", n, name, 8, 2, 1800))
+      for n in (int(v) for v in args.vgg_batch.split(",")):
+        rows.append(cost_in_subprocess("vgg16", n, "yardstick", None, args.vgg_repeats, 3600))
         print(json.dumps(rows[-1]), flush=True)
+        for name in filter(None, args.vgg_estimators.split(",")):
+          for part in filter(None, args.vgg_parts.split(",")):
+            options = {"chunk_size": args.vgg_chunk_size} if args.vgg_chunk_size else None
+            rows.append(cost_in_subprocess("vgg16", n, name, 8, args.vgg_repeats, 3600,
+                                           part=part, options=options))
+            print(json.dumps(rows[-1]), flush=True)
+        if n <= args.vgg_exact_max_batch:
+          rows.append(cost_in_subprocess("vgg16", n, "exact", None, 1, 3600))
+          print(json.dumps(rows[-1]), flush=True)
+    if args.append_cost:  # Keep earlier rows of other (model, n, estimator, part).
+      def row_key(r):  # Rows from before `part` existed timed teacher + student.
+        part = None if r["estimator"] == "yardstick" else r.get("part") or "all"
+        return r["model"], r["n"], r["estimator"], r["k"], part, r.get("chunk_size")
+      fresh = {row_key(r) for r in rows}
+      rows = [r for r in result.get("cost", []) if row_key(r) not in fresh] + rows
     result["cost"] = rows
     _save(path, result, "cost")
 

@@ -19,6 +19,9 @@ PHASES = ("search", "train", "evaluate")
 # config needs no JAX import; tests/test_config.py checks they agree).
 ESTIMATORS = ("exact", "diagonal", "block_diagonal", "random_projection",
               "random_projection_unbiased", "output_probes", "output_probes_deflated")
+# Those with a `chunk_size` option (scalable_awt.estimators.CHUNKED).
+CHUNKED_ESTIMATORS = ("random_projection", "random_projection_unbiased", "output_probes",
+                      "output_probes_deflated")
 SEARCH_REDUCTIONS = ("mean", "sum", "normalized")
 DENSITY_SCHEDULES = ("constant", "cubic")
 MASK_DISTRIBUTIONS = ("uniform", "erk", "global")
@@ -78,6 +81,10 @@ def get_config() -> ml_collections.ConfigDict:
   # MLP/CNN, the scalable ones are for large models (see README).
   s.estimator = "exact"
   s.num_samples = 0  # Estimator's k (probes/directions/positions); 0 = its default.
+  # Probes/directions per pass for random_projection* and output_probes*
+  # (0 = all k at once). Smaller chunks bound memory (one chunk's residuals,
+  # rematerialised in the backward pass) for one extra forward pass.
+  s.estimator_chunk_size = 0
   s.epochs = 20  # Search epochs (paper: 20; 10 for VGG-16). Used by awt/ntt.
   s.batch_size = 64  # Search batch size (paper and NTT: 64).
   s.learning_rate = 5e-4  # Adam step of the student (NTT: 5e-4).

@@ -96,6 +96,13 @@ def validate(config, *, implemented_methods=None) -> None:
   positive_int("search.batch_size", s["batch_size"])
   check(isinstance(s["num_samples"], int) and s["num_samples"] >= 0, "search.num_samples",
         s["num_samples"], "must be an integer >= 0 (0 = the estimator's default)")
+  chunk = s["estimator_chunk_size"]
+  check(isinstance(chunk, int) and chunk >= 0, "search.estimator_chunk_size", chunk,
+        "must be an integer >= 0 (0 = all probes/directions in one pass)")
+  check(not chunk or s["estimator"] in schema.CHUNKED_ESTIMATORS,
+        "search.estimator_chunk_size", chunk,
+        f"applies to random_projection* and output_probes* only, not "
+        f"{s['estimator']!r}; set it to 0")
   for key in ("learning_rate", "kernel_weight"):
     check(number(s[key]) and s[key] > 0, f"search.{key}", s[key], "must be > 0")
   check(number(s["l2_weight"]) and s["l2_weight"] >= 0, "search.l2_weight",

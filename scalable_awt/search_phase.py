@@ -34,6 +34,7 @@ def search_settings(config, *, epsilon: float, total_steps: int,
   return ticket_search.SearchSettings(
       density=float(s.density), estimator=s.estimator,
       num_samples=None if s.num_samples in (None, 0) else int(s.num_samples),
+      estimator_chunk_size=int(s.estimator_chunk_size),
       kernel_weight=float(s.kernel_weight), l2_weight=float(s.l2_weight),
       kernel_batch=int(s.kernel_batch), reduction=s.reduction,
       mask_update_period=int(s.mask_update_period),

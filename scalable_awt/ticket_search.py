@@ -66,6 +66,7 @@ class SearchSettings:
   density: float
   estimator: str = "exact"
   num_samples: int | None = None
+  estimator_chunk_size: int = 0
   kernel_weight: float = 1e-3
   l2_weight: float = 1e-4
   kernel_batch: int = 32
@@ -86,6 +87,10 @@ class SearchSettings:
     if self.estimator not in estimators.NAMES:
       raise ValueError(
           f"search.estimator={self.estimator!r}; choose one of {estimators.NAMES}.")
+    if self.estimator_chunk_size and self.estimator not in estimators.CHUNKED:
+      raise ValueError(
+          f"search.estimator_chunk_size={self.estimator_chunk_size} applies to "
+          f"{estimators.CHUNKED} only, not {self.estimator!r}; set it to 0.")
     if self.density_schedule not in DENSITY_SCHEDULES:
       raise ValueError(f"search.density_schedule={self.density_schedule!r}; "
                        f"choose one of {DENSITY_SCHEDULES}.")
@@ -159,6 +164,9 @@ def make_search_step(apply_fn: Callable, tx: optax.GradientTransformation,
   the reduction), "l2", "density".
   """
   estimator = settings.estimator
+  # Estimator options: probes/directions per pass, when memory needs chunks.
+  options = ({"chunk_size": settings.estimator_chunk_size}
+             if settings.estimator_chunk_size else {})
 
   def step_fn(state: SearchState, batch, key):
     x, y = batch["image"], batch["label"]
@@ -170,7 +178,7 @@ def make_search_step(apply_fn: Callable, tx: optax.GradientTransformation,
     x_adv_dense = _attack(apply_fn, state.dense_params, x, y, key_teacher, settings)
     teacher = estimators.prepare_teacher(
         estimator, apply_fn, state.dense_params, x_kernel, x_adv_dense[:kernel_rows],
-        key=key_estimator, num_samples=settings.num_samples)
+        key=key_estimator, num_samples=settings.num_samples, **options)
     teacher_outputs = jax.lax.stop_gradient(apply_fn(state.dense_params, x_adv_dense))
 
     sparse_params = masks.apply_mask(state.student_params, state.mask)
@@ -183,7 +191,8 @@ def make_search_step(apply_fn: Callable, tx: optax.GradientTransformation,
       target = jnp.sum((teacher_outputs - outputs) ** 2)
       kernel = estimators.student_kernel_distance(
           estimator, teacher, apply_fn, student_params, state.mask, x_kernel,
-          x_adv_sparse[:kernel_rows], normalize=settings.reduction == "normalized")
+          x_adv_sparse[:kernel_rows], normalize=settings.reduction == "normalized",
+          **options)
       if settings.reduction == "mean":
         target = target / teacher_outputs.size
         kernel = kernel / (kernel_rows * kernel_rows * num_outputs * num_outputs)

@@ -53,6 +53,9 @@ def test_unknown_config_argument():
     ("search.estimator", "magic", "'exact', 'diagonal'"),
     ("data.name", "imagenet", "'mnist', 'cifar10'"),
     ("train.epsilon_warmup_epochs", -1, ">= 0"),
+    ("search.estimator_chunk_size", -2, ">= 0"),
+    # The default estimator is "exact", which has no chunks.
+    ("search.estimator_chunk_size", 2, "output_probes* only"),
 ])
 def test_validate_messages(key, value, needle):
   c = config_schema.get_config()
@@ -105,3 +108,10 @@ def test_schema_estimators_match_the_estimator_registry():
   # config_schema keeps the names literal (no JAX import to read a config).
   from scalable_awt import estimators
   assert config_schema.ESTIMATORS == tuple(estimators.NAMES)
+
+
+def test_schema_chunked_estimators_match_the_estimator_registry():
+  from scalable_awt import estimators
+  assert config_schema.CHUNKED_ESTIMATORS == tuple(estimators.CHUNKED)
+  for name in estimators.CHUNKED:  # The option the config passes on exists.
+    assert estimators.get_estimator(name, chunk_size=2).chunk_size == 2

@@ -36,10 +36,13 @@ def _exact_distance(apply_fn, params, state, batch, settings):
       key=jax.random.key(0)))
 
 
-@pytest.mark.parametrize("estimator", ["exact", "output_probes", "random_projection"])
-def test_search_reduces_the_kernel_distance(estimator):
+# output_probes in chunks of 4 probes: the search passes the option through.
+@pytest.mark.parametrize("estimator,chunk_size", [
+    ("exact", 0), ("output_probes", 4), ("random_projection", 0)])
+def test_search_reduces_the_kernel_distance(estimator, chunk_size):
   apply_fn, params, batches = _problem()
   settings = ts.SearchSettings(density=0.2, estimator=estimator, num_samples=16,
+                               estimator_chunk_size=chunk_size,
                                kernel_weight=1.0, l2_weight=0.0, kernel_batch=8,
                                mask_update_period=1000, total_steps=40, epsilon=0.0)
   initial = ts.init_search_state(params, optax.adam(1e-2), settings)
@@ -120,3 +123,5 @@ def test_bad_settings_are_rejected():
     ts.SearchSettings(density=1.5)
   with pytest.raises(ValueError, match="attack.epsilon=-0.1"):
     ts.SearchSettings(density=0.1, epsilon=-0.1)
+  with pytest.raises(ValueError, match="estimator_chunk_size=2 applies to"):
+    ts.SearchSettings(density=0.1, estimator="exact", estimator_chunk_size=2)

@@ -68,6 +68,9 @@ ESTIMATORS = {
         deflate=True, name="output_probes_deflated", **o),
 }
 NAMES = tuple(ESTIMATORS)
+# Estimators with a `chunk_size` option (probes or directions per pass).
+CHUNKED = ("random_projection", "random_projection_unbiased", "output_probes",
+           "output_probes_deflated")
 # The recommended estimator for the ticket search (see README, "Kernel
 # estimators"): unbiased, 30%/10% relative RMS error at k = 8/64 on MLP and CNN.
 DEFAULT_ESTIMATOR = "output_probes_deflated"

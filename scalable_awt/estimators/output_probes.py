@@ -41,11 +41,17 @@ class OutputProbes:
   deflate: bool = False
   distribution: str = "rademacher"
   name: str = "output_probes"
+  # Probes per pass (0 = all at once); bounds memory, see _common.map_over_samples.
+  chunk_size: int = 0
   default_num_samples = 64
   unbiased = True
 
   def __post_init__(self):
     _common.check_distribution(self.distribution)
+    _common.check_chunk_size(self.chunk_size)
+
+  def _products(self, fn, params, x, x_adv, vectors):
+    return _common.kernel_vector_products(fn, params, x, x_adv, vectors, self.chunk_size)
 
   def prepare_teacher(self, apply_fn, params, x, x_adv, *, key, num_samples=None):
     k = _common.check_num_samples(num_samples, self.default_num_samples)
@@ -59,9 +65,9 @@ class OutputProbes:
     probes = _common.draw(key_r, (r,) + out_shape, dtype, self.distribution)
     if q:
       g = jax.random.normal(key_q, (q,) + out_shape, dtype)
-      theta_g = _common.kernel_vector_products(apply_fn, params, x, x_adv, g)
+      theta_g = self._products(apply_fn, params, x, x_adv, g)
       # Θᵀ u = J(X̃) J(X)ᵀ u: the same products with x and x_adv swapped.
-      y = _common.kernel_vector_products(apply_fn, params, x_adv, x, theta_g)
+      y = self._products(apply_fn, params, x_adv, x, theta_g)
       basis, _ = jnp.linalg.qr(_common.flat_rows(y).T)            # (mC, q)
       basis = jax.lax.stop_gradient(basis)
       flat = _common.flat_rows(probes)                               # (r, mC)
@@ -71,15 +77,14 @@ class OutputProbes:
     else:
       basis = jnp.zeros((0,) + out_shape, dtype)
     vectors = jnp.concatenate([basis, probes])
-    products = _common.kernel_vector_products(apply_fn, params, x, x_adv, vectors)
+    products = self._products(apply_fn, params, x, x_adv, vectors)
     weights = jnp.concatenate([jnp.ones((q,), dtype), jnp.full((r,), 1.0 / r, dtype)])
     norm_sq = jnp.sum(weights * jnp.sum(jnp.square(_common.flat_rows(products)), -1))
     return {"vectors": vectors, "products": products, "weights": weights,
             "norm_sq": norm_sq}
 
   def student_distance(self, teacher, sparse_fn, sparse_params, x, x_adv_sparse):
-    products = _common.kernel_vector_products(sparse_fn, sparse_params, x, x_adv_sparse,
-                                              teacher["vectors"])
+    products = self._products(sparse_fn, sparse_params, x, x_adv_sparse, teacher["vectors"])
     residual = _common.flat_rows(teacher["products"] - products)
     return jnp.sum(teacher["weights"] * jnp.sum(jnp.square(residual), -1))
 

@@ -40,10 +40,16 @@ class RandomProjection:
   unbiased: bool = False
   distribution: str = "gaussian"
   name: str = "random_projection"
+  # Directions per pass (0 = all at once); bounds memory, see _common.map_over_samples.
+  chunk_size: int = 0
   default_num_samples = 64
 
   def __post_init__(self):
     _common.check_distribution(self.distribution)
+    _common.check_chunk_size(self.chunk_size)
+
+  def _sketch(self, fn, params, x, key, k):
+    return _common.sketch(fn, params, x, key, k, self.distribution, self.chunk_size)
 
   def _k(self, num_samples):
     return _common.check_num_samples(num_samples, self.default_num_samples,
@@ -58,17 +64,16 @@ class RandomProjection:
 
   def prepare_teacher(self, apply_fn, params, x, x_adv, *, key, num_samples=None):
     k = self._k(num_samples)
-    s_clean = _common.sketch(apply_fn, params, x, key, k, self.distribution)
-    s_adv = _common.sketch(apply_fn, params, x_adv, key, k, self.distribution)
+    s_clean = self._sketch(apply_fn, params, x, key, k)
+    s_adv = self._sketch(apply_fn, params, x_adv, key, k)
     teacher_pairs = _common.gram(s_clean, s_clean) * _common.gram(s_adv, s_adv)
     return {"key": key, "clean": s_clean, "adv": s_adv,
             "norm_sq": self._combine(teacher_pairs), "teacher_pairs": teacher_pairs}
 
   def student_distance(self, teacher, sparse_fn, sparse_params, x, x_adv_sparse):
     k = teacher["clean"].shape[0]
-    c = _common.sketch(sparse_fn, sparse_params, x, teacher["key"], k, self.distribution)
-    e = _common.sketch(sparse_fn, sparse_params, x_adv_sparse, teacher["key"], k,
-                       self.distribution)
+    c = self._sketch(sparse_fn, sparse_params, x, teacher["key"], k)
+    e = self._sketch(sparse_fn, sparse_params, x_adv_sparse, teacher["key"], k)
     a, b = teacher["clean"], teacher["adv"]
     cross = _common.gram(a, c) * _common.gram(b, e)
     pairs = (teacher["teacher_pairs"] - cross - cross.T
