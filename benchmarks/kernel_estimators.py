@@ -466,6 +466,8 @@ def main():
                       help="timed VGG-16 calls per row (median; 1 = no warm-up call)")
   parser.add_argument("--vgg-chunk-size", type=int, default=0,
                       help="probes/directions per pass of the VGG-16 estimator rows (0: all)")
+  parser.add_argument("--vgg-skip-yardstick", action="store_true",
+                      help="keep the JSON's VGG-16 yardstick rows (with --append-cost)")
   parser.add_argument("--vgg-parts", default="all,student",
                       help="'all' (teacher + student) and/or 'student' (student alone)")
   parser.add_argument("--vgg-exact-max-batch", type=int, default=8,
@@ -529,8 +531,10 @@ def main():
             print(json.dumps(rows[-1]), flush=True)
     if not args.skip_vgg and "vgg16" in cost_models:
       for n in (int(v) for v in args.vgg_batch.split(",")):
-        rows.append(cost_in_subprocess("vgg16", n, "yardstick", None, args.vgg_repeats, 3600))
-        print(json.dumps(rows[-1]), flush=True)
+        if not args.vgg_skip_yardstick:
+          rows.append(cost_in_subprocess("vgg16", n, "yardstick", None, args.vgg_repeats,
+                                         3600))
+          print(json.dumps(rows[-1]), flush=True)
         for name in filter(None, args.vgg_estimators.split(",")):
           for part in filter(None, args.vgg_parts.split(",")):
             options = {"chunk_size": args.vgg_chunk_size} if args.vgg_chunk_size else None

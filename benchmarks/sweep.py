@@ -194,6 +194,21 @@ def plot(rows, paper, path: pathlib.Path, title: str) -> None:
   if attack is None:
     return
   fig, ax = plt.subplots(figsize=(6, 4))
+  if len({r["target_density"] for r in rows if r["method"] != "dense"}) == 1:
+    # One density (an estimator comparison): quality against search cost.
+    for i, r in enumerate(sorted(rows, key=lambda r: r["method"])):
+      cost = r.get("search_wall_s") or 0.0
+      ax.plot(cost, 100 * r["robust_accuracy"][attack], "o", color=f"C{i}")
+      ax.annotate(r["method"], (cost, 100 * r["robust_accuracy"][attack]), fontsize=7,
+                  xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("search wall time (s)")
+    ax.set_ylabel(f"robust accuracy, {attack} (%)")
+    ax.set_title(f"{title}, density {100 * rows[-1]['density']:.1f}%", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return
   for method in sorted({r["method"] for r in rows}):
     pts = sorted((r["density"], r["robust_accuracy"][attack]) for r in rows
                  if r["method"] == method)
