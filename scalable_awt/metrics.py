@@ -204,7 +204,10 @@ def plot_curves(path: str, curves: dict[str, list[dict]], *,
     ax.set_xlabel(x_key)
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel("accuracy")
-  axes[0][-1].legend(fontsize=8)
+  # The legend goes on the last panel with lines (test curves may be off).
+  with_lines = [ax for ax in axes[0] if ax.get_lines()]
+  if with_lines:
+    with_lines[-1].legend(fontsize=8)
   if title:
     fig.suptitle(title)
   fig.tight_layout()

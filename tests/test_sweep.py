@@ -1,0 +1,79 @@
+"""`benchmarks/sweep.py`: overrides, the results schema, and resuming a sweep."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def sweep():
+  spec = importlib.util.spec_from_file_location(
+      "sweep", os.path.join(ROOT, "benchmarks", "sweep.py"))
+  module = importlib.util.module_from_spec(spec)
+  # Registered first: its dataclass resolves string annotations through sys.modules.
+  sys.modules["sweep"] = module
+  spec.loader.exec_module(module)
+  yield module
+  del sys.modules["sweep"]
+
+
+def test_override_parses_literals_and_rejects_unknown_keys(sweep):
+  config = sweep.load_config(sweep.ROOT / "configs" / "mlp_digits.py")
+  sweep.apply_override(config, "train.epochs=3")
+  sweep.apply_override(config, "eval.attacks=('pgd','apgd_ce')")
+  sweep.apply_override(config, "train.learning_rate=1")  # An int into a float field.
+  sweep.apply_override(config, "data.data_dir=data/mnist")  # Not a literal: a string.
+  assert config.train.epochs == 3
+  assert config.eval.attacks == ("pgd", "apgd_ce")
+  assert isinstance(config.train.learning_rate, float) and config.train.learning_rate == 1.0
+  assert config.data.data_dir == "data/mnist"
+  with pytest.raises(SystemExit, match="unknown key.*epochs"):
+    sweep.apply_override(config, "train.epoch=3")
+  with pytest.raises(SystemExit, match="expected group.key=value"):
+    sweep.apply_override(config, "train.epochs")
+
+
+def test_markdown_puts_the_papers_figures_beside_ours(sweep):
+  rows = [
+      {"method": "random", "density": 0.1, "target_density": 0.1, "natural_accuracy": 0.5,
+       "robust_accuracy": {"pgd20": 0.25}, "search_wall_s": 1.0},
+      {"method": "dense", "density": 1.0, "target_density": 1.0, "natural_accuracy": 0.9,
+       "robust_accuracy": {"pgd20": 0.5}, "search_wall_s": None},
+  ]
+  text = sweep.markdown(rows, {"awt (paper)": {0.1: (90.0, 80.0)}})
+  lines = text.splitlines()
+  assert lines[2].startswith("| dense | 100.0% | 90.00 | 50.00 |")  # Densest first.
+  assert lines[3] == "| random | 10.0% | 50.00 | 25.00 | 1 |"
+  assert "| awt (paper) | 10.0% | 90.0 | 80.0 |" in lines
+
+
+def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
+  monkeypatch.setattr(sweep, "RESULTS", tmp_path / "results")
+  monkeypatch.setitem(sweep.PRESETS, "tiny", sweep.Preset(
+      config="mlp_digits.py", densities=(0.2,), methods=("random",),
+      overrides=("data.num_train=256", "data.num_test=64", "train.epochs=1",
+                 "train.curve_every_epochs=0", "attack.train_steps=1",
+                 "eval.pgd_steps=2"),
+      paper={"awt (paper)": {0.2: (None, 50.0)}}))
+  argv = ["tiny", "--runs", str(tmp_path / "runs"), "--set", "seed=1"]
+  assert sweep.main(argv) == 0
+  result = json.loads((tmp_path / "results" / "tiny.json").read_text())
+  assert result["complete"] and result["overrides"][-1] == "seed=1"
+  assert [r["method"] for r in result["rows"]] == ["dense", "random"]
+  for row in result["rows"]:
+    assert set(row["robust_accuracy"]) == {"pgd2"}
+    assert 0.0 <= row["natural_accuracy"] <= 1.0 and row["num_test_examples"] == 64
+    assert row["epochs_train"] == 1.0 and row["epochs_search"] == 0.0
+  assert abs(result["rows"][1]["density"] - 0.2) < 0.01
+  for suffix in (".md", ".png"):
+    assert (tmp_path / "results" / f"tiny{suffix}").stat().st_size > 0
+  # Finished points are read back, not rerun: the same rows, from the same workdirs.
+  first = result["rows"]
+  assert sweep.main(argv) == 0
+  again = json.loads((tmp_path / "results" / "tiny.json").read_text())["rows"]
+  assert [(r["natural_accuracy"], r["wall_time_s"]) for r in again] == [
+      (r["natural_accuracy"], r["wall_time_s"]) for r in first]
