@@ -8,10 +8,11 @@ The rows of every run are collected into
     benchmarks/results/<name>.json   {"rows": [...], "settings": ..., "paper": ...}
     benchmarks/results/<name>.md     the table, the paper's figures beside ours
     benchmarks/results/<name>.png    robust accuracy vs density, one line per method
+    benchmarks/results/<name>_curves.png  robust accuracy per training epoch
 
 Each row is `{"method", "density", "natural_accuracy", "robust_accuracy":
 {"pgd<k>": ..., "apgd_ce": ...}, "epochs_search", "epochs_train",
-"search_wall_s", "wall_time_s", "workdir"}`, accuracies as fractions.
+"search_wall_s", "wall_time_s", "workdir", "curve"}`, accuracies as fractions.
 
 Presets (the README's reproduction commands); any `--set group.key=value`
 after them overrides the preset (e.g. shorter schedules):
@@ -161,6 +162,11 @@ def run_point(preset: Preset, overrides, *, methods, density, estimator, runs: p
         "wall_time_s": results.get("wall_time_s"),
         "num_test_examples": m["num_examples"],
         "workdir": os.path.relpath(workdir, ROOT),
+        # Test accuracy after each training epoch (train.curve_examples images,
+        # PGD-<train.curve_pgd_steps>): whether a schedule had converged.
+        "curve": [{k: c[k] for k in ("epoch", "test_natural_accuracy",
+                                     "test_robust_accuracy") if k in c}
+                  for c in m.get("curve", []) if "test_robust_accuracy" in c],
     })
   return rows, config
 
@@ -235,6 +241,32 @@ def plot(rows, paper, path: pathlib.Path, title: str) -> None:
   plt.close(fig)
 
 
+def plot_curves(rows, path: pathlib.Path, title: str) -> bool:
+  """Robust test accuracy per training epoch, one line per ticket."""
+  if not any(r.get("curve") for r in rows):
+    return False
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for r in sorted(rows, key=lambda r: (-r["target_density"], r["method"])):
+    if r.get("curve"):
+      label = r["method"] if r["method"] == "dense" else (
+          f"{r['method']} {100 * r['density']:.3g}%")
+      ax.plot([c["epoch"] for c in r["curve"]],
+              [100 * c["test_robust_accuracy"] for c in r["curve"]],
+              "-", marker="o", markersize=2, label=label)
+  ax.set_xlabel("training epoch")
+  ax.set_ylabel("robust test accuracy during training (%)")
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("preset", choices=sorted(PRESETS))
@@ -305,8 +337,11 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(result, indent=1))
   md = markdown(rows, preset.paper)
   (RESULTS / f"{name}.md").write_text(md)
-  plot(rows, preset.paper, RESULTS / f"{name}.png",
-       f"{preset.config}: search {config.search.epochs} + train {config.train.epochs} epochs")
+  title = f"{preset.config}: search {config.search.epochs} + train {config.train.epochs} epochs"
+  plot(rows, preset.paper, RESULTS / f"{name}.png", title)
+  plot_curves(rows, RESULTS / f"{name}_curves.png",
+              f"{title} (PGD-{config.train.curve_pgd_steps}, first "
+              f"{config.train.curve_examples} test images)")
   partial = RESULTS / f"{name}.partial.json"
   if partial.exists():
     partial.unlink()

@@ -56,7 +56,7 @@ def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
   monkeypatch.setitem(sweep.PRESETS, "tiny", sweep.Preset(
       config="mlp_digits.py", densities=(0.2,), methods=("random",),
       overrides=("data.num_train=256", "data.num_test=64", "train.epochs=1",
-                 "train.curve_every_epochs=0", "attack.train_steps=1",
+                 "train.curve_examples=16", "attack.train_steps=1",
                  "eval.pgd_steps=2"),
       paper={"awt (paper)": {0.2: (None, 50.0)}}))
   argv = ["tiny", "--runs", str(tmp_path / "runs"), "--set", "seed=1"]
@@ -68,8 +68,10 @@ def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
     assert set(row["robust_accuracy"]) == {"pgd2"}
     assert 0.0 <= row["natural_accuracy"] <= 1.0 and row["num_test_examples"] == 64
     assert row["epochs_train"] == 1.0 and row["epochs_search"] == 0.0
+    assert [c["epoch"] for c in row["curve"]] == [1]
+    assert 0.0 <= row["curve"][0]["test_robust_accuracy"] <= 1.0
   assert abs(result["rows"][1]["density"] - 0.2) < 0.01
-  for suffix in (".md", ".png"):
+  for suffix in (".md", ".png", "_curves.png"):
     assert (tmp_path / "results" / f"tiny{suffix}").stat().st_size > 0
   # Finished points are read back, not rerun: the same rows, from the same workdirs.
   first = result["rows"]
