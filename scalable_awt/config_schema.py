@@ -101,7 +101,11 @@ def get_config() -> ml_collections.ConfigDict:
   # the target over the first `prune_until_fraction` of the search.
   s.density_schedule = "constant"
   s.prune_until_fraction = 0.5
-  s.mask_distribution = "uniform"  # Per layer "uniform", "erk", or "global".
+  # How the kept weights spread over layers, for every masked method (the
+  # searched tickets and the random/magnitude/SNIP baselines alike): the
+  # same density in each layer ("uniform"), Erdős–Rényi-Kernel ("erk"), or
+  # one threshold over all prunable weights ("global").
+  s.mask_distribution = "uniform"
   s.attack_steps = 10  # PGD steps for the teacher's and student's examples.
   s.attack_step_size = 0.0  # PGD step; 0 = 2.5 * epsilon / attack_steps.
   s.log_every_steps = 10  # Distance curves to TensorBoard / JSONL every N steps.

@@ -89,19 +89,27 @@ def topk_mask_per_layer(scores: PyTree, density: float,
 
 
 def magnitude_mask(params: PyTree, density: float,
-                   is_prunable: PrunablePredicate = is_kernel) -> PyTree:
-  """Top-k by |weight| in each prunable layer (uniform per-layer density)."""
-  prunable = prunable_tree(params, is_prunable)
-  return topk_mask_per_layer(jax.tree.map(jnp.abs, params), density, prunable)
+                   is_prunable: PrunablePredicate = is_kernel,
+                   distribution: str = "uniform") -> PyTree:
+  """Top-k by |weight|, spread over layers by `distribution` (see `topk_mask`)."""
+  return topk_mask(jax.tree.map(jnp.abs, params), density, distribution=distribution,
+                   is_prunable=is_prunable, params=params)
 
 
 def random_mask(key: jax.Array, params: PyTree, density: float,
-                is_prunable: PrunablePredicate = is_kernel) -> PyTree:
-  """A uniformly random mask with the same per-layer counts as `magnitude_mask`."""
+                is_prunable: PrunablePredicate = is_kernel,
+                distribution: str = "uniform") -> PyTree:
+  """A uniformly random mask with the same per-layer counts as `magnitude_mask`.
+
+  With the same `distribution` as a searched ticket it is that ticket's
+  baseline: same layer densities ("uniform", "erk"), or a random spread over
+  all prunable weights ("global").
+  """
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
   scores = jax.tree.map(lambda k, p: jax.random.uniform(k, p.shape), keys, params)
-  return topk_mask_per_layer(scores, density, prunable_tree(params, is_prunable))
+  return topk_mask(scores, density, distribution=distribution, is_prunable=is_prunable,
+                   params=params)
 
 
 def density_report(mask: PyTree, is_prunable: PrunablePredicate = is_kernel) -> dict:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -99,15 +100,18 @@ def dense_ticket(config, params, key, *, context):
 
 def random_ticket(config, params, key, *, context):
   del context
-  # One jitted computation, not dozens of eagerly compiled ops.
-  return jax.jit(masks_lib.random_mask, static_argnums=2)(
-      key, params, float(config.search.density))
+  # One jitted computation, not dozens of eagerly compiled ops. The layer
+  # densities follow search.mask_distribution, like the searched tickets'.
+  return jax.jit(functools.partial(
+      masks_lib.random_mask, density=float(config.search.density),
+      distribution=config.search.mask_distribution))(key, params)
 
 
 def magnitude_ticket(config, params, key, *, context):
   del key, context
-  return jax.jit(masks_lib.magnitude_mask, static_argnums=1)(
-      params, float(config.search.density))
+  return jax.jit(functools.partial(
+      masks_lib.magnitude_mask, density=float(config.search.density),
+      distribution=config.search.mask_distribution))(params)
 
 
 # The one place that maps a method name to its mask function.

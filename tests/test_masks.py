@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scalable_awt import masks, models
+from scalable_awt import config_schema, masks, models, train
 
 
 def _params():
@@ -80,6 +80,33 @@ def test_random_mask_has_same_counts_and_differs_by_key():
   assert _kept(first) == _kept(magnitude) == _kept(second)
   assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(first),
                                                    jax.tree.leaves(second)))
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "erk", "global"])
+def test_random_and_magnitude_masks_follow_the_distribution(distribution):
+  params = _params()
+  magnitude = masks.magnitude_mask(params, 0.1, distribution=distribution)
+  expected = masks.topk_mask(jax.tree.map(jnp.abs, params), 0.1, distribution=distribution)
+  assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(magnitude),
+                                                   jax.tree.leaves(expected)))
+  random = masks.random_mask(jax.random.key(3), params, 0.1, distribution=distribution)
+  if distribution == "global":  # One count overall; layers vary with the draw.
+    assert masks.density_report(random)["density_prunable"] == pytest.approx(
+        masks.density_report(magnitude)["density_prunable"])
+  else:  # Exactly the magnitude mask's count in every layer.
+    assert _kept(random) == _kept(magnitude)
+  if distribution == "erk":  # ERK keeps the small first conv denser than uniform.
+    uniform = masks.random_mask(jax.random.key(3), params, 0.1)
+    assert (masks.density_report(random)["per_layer"]["Conv_0/kernel"] >
+            masks.density_report(uniform)["per_layer"]["Conv_0/kernel"])
+  # The runner's baselines read the distribution from the config.
+  config = config_schema.get_config()
+  config.search.density = 0.1
+  config.search.mask_distribution = distribution
+  for method, want in (("random", random), ("magnitude", magnitude)):
+    got = train.MASK_FNS[method](config, params, jax.random.key(3), context=None)
+    assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(got),
+                                                     jax.tree.leaves(want)))
 
 
 def test_density_report_over_prunable_and_all():
