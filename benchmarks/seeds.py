@@ -1,0 +1,225 @@
+"""Seed spread of a sweep: mean ± std over sweeps that differ only in `seed`.
+
+One sweep (`benchmarks/sweep.py ... --set seed=<s>`) is one draw of every
+ticket: the seed drives initialisation, masks, data order, PGD starts and the
+evaluation. A ranking between two tickets needs that draw's spread, so this
+reads several sweeps of the same preset and schedule and writes
+
+    benchmarks/results/<name>.json  {"inputs", "seeds", "rows", "paired", ...}
+    benchmarks/results/<name>.md    mean ± std per ticket; AWT − random per seed
+    benchmarks/results/<name>.png   robust accuracy vs density with ±std bars
+
+`paired` compares AWT with the random mask at each density on the same seed
+(same initialisation, same data order): the per-seed differences, their mean,
+standard error, and a two-sided paired t-test (scipy.stats.ttest_rel).
+
+    python benchmarks/seeds.py --name mnist_mlp_table1_seeds \
+        mnist_mlp_table1 mnist_mlp_table1_seed1 mnist_mlp_table1_seed2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import statistics
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_SEED = 0  # configs/*.py: `c.seed = 0` unless a sweep overrides it.
+
+
+def seed_of(result: dict) -> int:
+  """The seed a sweep ran with: its last `seed=` override, else the default."""
+  seed = DEFAULT_SEED
+  for assignment in result["overrides"]:
+    key, _, value = assignment.partition("=")
+    if key.strip() == "seed":
+      seed = int(value)
+  return seed
+
+
+def _without_seed(overrides) -> list[str]:
+  return [o for o in overrides if o.partition("=")[0].strip() != "seed"]
+
+
+def load(names, results_dir: pathlib.Path | None = None) -> list[dict]:
+  """Reads `<name>.json` for each name; all must be the same sweep but for the seed."""
+  results_dir = results_dir or RESULTS
+  sweeps = []
+  for name in names:
+    path = results_dir / f"{name}.json"
+    if not path.exists():
+      raise SystemExit(f"{path}: no such sweep result; run benchmarks/sweep.py "
+                       f"--name {name} first")
+    result = json.loads(path.read_text())
+    if not result.get("complete", True):
+      raise SystemExit(f"{path}: the sweep has not finished (complete=false); run it again "
+                       "to finish it")
+    result["name"] = name
+    sweeps.append(result)
+  first = sweeps[0]
+  for other in sweeps[1:]:
+    for key in ("preset", "config_file"):
+      if other[key] != first[key]:
+        raise SystemExit(f"{other['name']}: {key} {other[key]!r} differs from "
+                         f"{first['name']}'s {first[key]!r}; only the seed may differ")
+    mine, theirs = _without_seed(other["overrides"]), _without_seed(first["overrides"])
+    if mine != theirs:
+      extra = sorted(set(mine) ^ set(theirs)) or ["(order)"]
+      raise SystemExit(f"{other['name']}: overrides differ from {first['name']}'s in "
+                       f"{extra}; only the seed may differ")
+  seeds = [seed_of(s) for s in sweeps]
+  if len(set(seeds)) != len(seeds):
+    raise SystemExit(f"seeds {seeds} repeat: {[s['name'] for s in sweeps]} are not "
+                     "independent draws; give each sweep its own --set seed=<s>")
+  return sweeps
+
+
+def _summary(values) -> dict:
+  return {"mean": statistics.fmean(values),
+          "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+          "values": list(values)}
+
+
+def aggregate(sweeps) -> dict:
+  """Per (method, density): mean ± std; per density: paired AWT − random."""
+  from scipy import stats
+  seeds = [seed_of(s) for s in sweeps]
+  by_key: dict[tuple, list] = {}
+  for seed, sweep in zip(seeds, sweeps):
+    for row in sweep["rows"]:
+      by_key.setdefault((row["method"], row["target_density"]), []).append((seed, row))
+  rows = []
+  for (method, target), draws in sorted(by_key.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+    attacks = sorted(set.intersection(*(set(r["robust_accuracy"]) for _, r in draws)))
+    rows.append({
+        "method": method, "target_density": target,
+        "density": statistics.fmean(r["density"] for _, r in draws),
+        "seeds": [s for s, _ in draws], "n": len(draws),
+        "natural_accuracy": _summary([r["natural_accuracy"] for _, r in draws]),
+        "robust_accuracy": {a: _summary([r["robust_accuracy"][a] for _, r in draws])
+                            for a in attacks},
+    })
+  paired = []
+  targets = sorted({t for m, t in by_key if m == "awt"} & {t for m, t in by_key if m == "random"},
+                   reverse=True)
+  for target in targets:
+    awt = dict(by_key[("awt", target)])
+    rnd = dict(by_key[("random", target)])
+    common = sorted(set(awt) & set(rnd))
+    attacks = sorted(set.intersection(*(set(awt[s]["robust_accuracy"]) for s in common)))
+    for metric in ["natural", *attacks]:
+      def value(row):
+        return row["natural_accuracy"] if metric == "natural" else row["robust_accuracy"][metric]
+      a = [value(awt[s]) for s in common]
+      r = [value(rnd[s]) for s in common]
+      diffs = [x - y for x, y in zip(a, r)]
+      entry = {"target_density": target, "metric": metric, "seeds": common,
+               "differences": diffs, "mean": statistics.fmean(diffs),
+               "awt_ahead": sum(d > 0 for d in diffs), "n": len(diffs)}
+      if len(diffs) > 1:
+        entry["std"] = statistics.stdev(diffs)
+        entry["stderr"] = entry["std"] / math.sqrt(len(diffs))
+        if entry["std"] > 0:
+          test = stats.ttest_rel(a, r)
+          entry["t"], entry["p_value"] = float(test.statistic), float(test.pvalue)
+      paired.append(entry)
+  return {"seeds": seeds, "rows": rows, "paired": paired}
+
+
+def _pm(summary: dict) -> str:
+  return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+
+
+def markdown(result: dict) -> str:
+  rows = result["rows"]
+  attacks = sorted({a for r in rows for a in r["robust_accuracy"]})
+  head = ["ticket", "density", "n", "natural"] + attacks
+  lines = [f"Mean ± std over seeds {result['seeds']} (%):", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in rows:
+    cells = [r["method"], f"{100 * r['density']:.1f}%", str(r["n"]), _pm(r["natural_accuracy"])]
+    cells += [_pm(r["robust_accuracy"][a]) if a in r["robust_accuracy"] else "" for a in attacks]
+    lines.append("| " + " | ".join(cells) + " |")
+  if result["paired"]:
+    lines += ["", "AWT − random on the same seed (points; mean ± standard error, "
+              "two-sided paired t-test):", "",
+              "| density | metric | per seed | mean ± s.e. | AWT ahead | p |",
+              "|---|---|---|---|---|---|"]
+    for p in result["paired"]:
+      per_seed = ", ".join(f"{100 * d:+.1f}" for d in p["differences"])
+      se = f" ± {100 * p['stderr']:.1f}" if "stderr" in p else ""
+      pval = f"{p['p_value']:.2f}" if "p_value" in p else ""
+      lines.append(f"| {100 * p['target_density']:.1f}% | {p['metric']} | {per_seed} | "
+                   f"{100 * p['mean']:+.1f}{se} | {p['awt_ahead']}/{p['n']} | {pval} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: pathlib.Path, title: str) -> bool:
+  rows = result["rows"]
+  attack = next((a for r in rows for a in sorted(r["robust_accuracy"]) if a.startswith("pgd")),
+                None)
+  if attack is None:
+    return False
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for i, method in enumerate(sorted({r["method"] for r in rows})):
+    mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["density"])
+    means = [100 * r["robust_accuracy"][attack]["mean"] for r in mine]
+    stds = [100 * r["robust_accuracy"][attack]["std"] for r in mine]
+    if method == "dense":
+      ax.axhline(means[0], color="k", ls="--", lw=1, label="dense (mean)")
+      ax.axhspan(means[0] - stds[0], means[0] + stds[0], color="k", alpha=0.08)
+      continue
+    ax.errorbar([100 * r["density"] for r in mine], means, yerr=stds, fmt="o-", capsize=3,
+                label=f"{method} (mean ± std)", color=f"C{i}")
+    for r in mine:  # Each seed, so a reader sees the draws, not only their summary.
+      ax.plot([100 * r["density"]] * r["n"],
+              [100 * v for v in r["robust_accuracy"][attack]["values"]], ".",
+              color=f"C{i}", alpha=0.4)
+  ax.set_xscale("log")
+  ticks = sorted({100 * r["density"] for r in rows if r["method"] != "dense"})
+  ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+  ax.minorticks_off()
+  ax.set_xlabel("density (% of prunable weights kept)")
+  ax.set_ylabel(f"robust accuracy, {attack} (%)")
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("sweeps", nargs="+", help="sweep result names (benchmarks/results/<name>.json)")
+  parser.add_argument("--name", required=True, help="output name under benchmarks/results/")
+  args = parser.parse_args(argv)
+  if len(args.sweeps) < 2:
+    raise SystemExit("give at least two sweeps (seeds) to measure a spread")
+  sweeps = load(args.sweeps)
+  result = {"inputs": args.sweeps, "preset": sweeps[0]["preset"],
+            "config_file": sweeps[0]["config_file"],
+            "overrides": _without_seed(sweeps[0]["overrides"]),
+            "schedule": sweeps[0].get("schedule"), **aggregate(sweeps)}
+  (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+  md = markdown(result)
+  (RESULTS / f"{args.name}.md").write_text(md)
+  schedule = result["schedule"] or {}
+  title = (f"{result['config_file']}: search {schedule.get('search_epochs')} + train "
+           f"{schedule.get('train_epochs')} epochs, seeds {result['seeds']}")
+  plot(result, RESULTS / f"{args.name}.png", title)
+  print(md)
+  print(f"wrote {RESULTS / args.name}.json, .md, .png")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

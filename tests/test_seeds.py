@@ -1,0 +1,94 @@
+"""`benchmarks/seeds.py`: spread over seeds and the paired AWT − random comparison."""
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def seeds():
+  spec = importlib.util.spec_from_file_location(
+      "seeds", os.path.join(ROOT, "benchmarks", "seeds.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules["seeds"] = module
+  spec.loader.exec_module(module)
+  yield module
+  del sys.modules["seeds"]
+
+
+def _row(method, density, natural, pgd):
+  return {"method": method, "density": density, "target_density": density,
+          "natural_accuracy": natural, "robust_accuracy": {"pgd100": pgd}}
+
+
+def _write(directory, name, seed, awt_pgd, random_pgd, overrides=("train.epochs=10",),
+           complete=True):
+  seed_override = [] if seed is None else [f"seed={seed}"]
+  result = {"preset": "table1", "config_file": "mlp_mnist.py",
+            "overrides": [*overrides, *seed_override], "complete": complete,
+            "schedule": {"search_epochs": 2.0, "train_epochs": 10.0},
+            "rows": [_row("dense", 1.0, 0.9, 0.5), _row("awt", 0.1, 0.8, awt_pgd),
+                     _row("random", 0.1, 0.7, random_pgd)]}
+  (directory / f"{name}.json").write_text(json.dumps(result))
+
+
+def test_mean_std_and_paired_t_test_match_closed_forms(seeds, tmp_path):
+  # AWT − random = +0.01, +0.03, +0.02 on seeds 0, 1, 2: mean 0.02, std 0.01.
+  _write(tmp_path, "s0", None, 0.51, 0.50)  # No override: the default seed, 0.
+  _write(tmp_path, "s1", 1, 0.43, 0.40)
+  _write(tmp_path, "s2", 2, 0.47, 0.45)
+  result = seeds.aggregate(seeds.load(["s0", "s1", "s2"], tmp_path))
+  assert result["seeds"] == [0, 1, 2]
+  awt = next(r for r in result["rows"] if r["method"] == "awt")
+  assert awt["n"] == 3 and awt["seeds"] == [0, 1, 2]
+  assert awt["robust_accuracy"]["pgd100"]["mean"] == pytest.approx(0.47)
+  assert awt["robust_accuracy"]["pgd100"]["std"] == pytest.approx(0.04)  # sample std, n − 1
+  assert awt["natural_accuracy"] == {"mean": pytest.approx(0.8), "std": 0.0,
+                                     "values": [0.8, 0.8, 0.8]}
+  pgd = next(p for p in result["paired"] if p["metric"] == "pgd100")
+  assert pgd["differences"] == pytest.approx([0.01, 0.03, 0.02])
+  assert pgd["mean"] == pytest.approx(0.02) and pgd["std"] == pytest.approx(0.01)
+  assert pgd["awt_ahead"] == 3 and pgd["stderr"] == pytest.approx(0.01 / math.sqrt(3))
+  t = 0.02 / (0.01 / math.sqrt(3))
+  assert pgd["t"] == pytest.approx(t)
+  # Student's t with 2 degrees of freedom: two-sided p = 1 − t / sqrt(t² + 2).
+  assert pgd["p_value"] == pytest.approx(1 - t / math.sqrt(t * t + 2))
+  natural = next(p for p in result["paired"] if p["metric"] == "natural")
+  assert natural["differences"] == pytest.approx([0.1] * 3) and natural["awt_ahead"] == 3
+  assert "p_value" not in natural  # Zero spread: no test to run.
+  text = seeds.markdown(result)
+  assert "| awt | 10.0% | 3 | 80.00 ± 0.00 | 47.00 ± 4.00 |" in text
+  assert "| 10.0% | pgd100 | +1.0, +3.0, +2.0 | +2.0 ± 0.6 | 3/3 | 0.07 |" in text
+
+
+def test_only_the_seed_may_differ(seeds, tmp_path):
+  _write(tmp_path, "a", 0, 0.5, 0.5)
+  _write(tmp_path, "b", 1, 0.5, 0.5, overrides=("train.epochs=30",))
+  with pytest.raises(SystemExit, match=r"overrides differ.*train.epochs=30"):
+    seeds.load(["a", "b"], tmp_path)
+  _write(tmp_path, "c", None, 0.5, 0.5)  # The default seed is 0, like "a".
+  with pytest.raises(SystemExit, match=r"seeds \[0, 0\] repeat"):
+    seeds.load(["a", "c"], tmp_path)
+  _write(tmp_path, "d", 3, 0.5, 0.5, complete=False)
+  with pytest.raises(SystemExit, match="has not finished"):
+    seeds.load(["a", "d"], tmp_path)
+  with pytest.raises(SystemExit, match="no such sweep result.*--name missing"):
+    seeds.load(["a", "missing"], tmp_path)
+
+
+def test_main_writes_json_markdown_and_plot(seeds, tmp_path, monkeypatch):
+  monkeypatch.setattr(seeds, "RESULTS", tmp_path)
+  _write(tmp_path, "s0", 0, 0.51, 0.50)
+  _write(tmp_path, "s1", 1, 0.43, 0.40)
+  assert seeds.main(["s0", "s1", "--name", "both"]) == 0
+  result = json.loads((tmp_path / "both.json").read_text())
+  assert result["inputs"] == ["s0", "s1"] and result["overrides"] == ["train.epochs=10"]
+  assert (tmp_path / "both.md").read_text().startswith("Mean ± std over seeds [0, 1]")
+  assert (tmp_path / "both.png").stat().st_size > 0
+  with pytest.raises(SystemExit, match="at least two sweeps"):
+    seeds.main(["s0", "--name", "one"])
