@@ -78,6 +78,11 @@ def load(names, results_dir: pathlib.Path | None = None) -> list[dict]:
   return sweeps
 
 
+def _attack_order(attacks) -> list[str]:
+  """PGD first, then the others by name: the README's column order."""
+  return sorted(attacks, key=lambda a: (not a.startswith("pgd"), a))
+
+
 def _summary(values) -> dict:
   return {"mean": statistics.fmean(values),
           "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -94,7 +99,7 @@ def aggregate(sweeps) -> dict:
       by_key.setdefault((row["method"], row["target_density"]), []).append((seed, row))
   rows = []
   for (method, target), draws in sorted(by_key.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
-    attacks = sorted(set.intersection(*(set(r["robust_accuracy"]) for _, r in draws)))
+    attacks = _attack_order(set.intersection(*(set(r["robust_accuracy"]) for _, r in draws)))
     rows.append({
         "method": method, "target_density": target,
         "density": statistics.fmean(r["density"] for _, r in draws),
@@ -110,7 +115,7 @@ def aggregate(sweeps) -> dict:
     awt = dict(by_key[("awt", target)])
     rnd = dict(by_key[("random", target)])
     common = sorted(set(awt) & set(rnd))
-    attacks = sorted(set.intersection(*(set(awt[s]["robust_accuracy"]) for s in common)))
+    attacks = _attack_order(set.intersection(*(set(awt[s]["robust_accuracy"]) for s in common)))
     for metric in ["natural", *attacks]:
       def value(row):
         return row["natural_accuracy"] if metric == "natural" else row["robust_accuracy"][metric]
@@ -136,7 +141,7 @@ def _pm(summary: dict) -> str:
 
 def markdown(result: dict) -> str:
   rows = result["rows"]
-  attacks = sorted({a for r in rows for a in r["robust_accuracy"]})
+  attacks = _attack_order({a for r in rows for a in r["robust_accuracy"]})
   head = ["ticket", "density", "n", "natural"] + attacks
   lines = [f"Mean ± std over seeds {result['seeds']} (%):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -152,7 +157,7 @@ def markdown(result: dict) -> str:
     for p in result["paired"]:
       per_seed = ", ".join(f"{100 * d:+.1f}" for d in p["differences"])
       se = f" ± {100 * p['stderr']:.1f}" if "stderr" in p else ""
-      pval = f"{p['p_value']:.2f}" if "p_value" in p else ""
+      pval = f"{p['p_value']:.3f}" if "p_value" in p else ""
       lines.append(f"| {100 * p['target_density']:.1f}% | {p['metric']} | {per_seed} | "
                    f"{100 * p['mean']:+.1f}{se} | {p['awt_ahead']}/{p['n']} | {pval} |")
   return "\n".join(lines) + "\n"

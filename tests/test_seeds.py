@@ -63,7 +63,7 @@ def test_mean_std_and_paired_t_test_match_closed_forms(seeds, tmp_path):
   assert "p_value" not in natural  # Zero spread: no test to run.
   text = seeds.markdown(result)
   assert "| awt | 10.0% | 3 | 80.00 ± 0.00 | 47.00 ± 4.00 |" in text
-  assert "| 10.0% | pgd100 | +1.0, +3.0, +2.0 | +2.0 ± 0.6 | 3/3 | 0.07 |" in text
+  assert "| 10.0% | pgd100 | +1.0, +3.0, +2.0 | +2.0 ± 0.6 | 3/3 | 0.074 |" in text
 
 
 def test_only_the_seed_may_differ(seeds, tmp_path):
