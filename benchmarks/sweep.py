@@ -171,6 +171,40 @@ def run_point(preset: Preset, overrides, *, methods, density, estimator, runs: p
   return rows, config
 
 
+def curve_gaps(rows) -> list[dict]:
+  """How far each ticket's test curve stays from the dense network's.
+
+  The paper's claim for its Fig. 6 is that AWT's learning curves are "much
+  closer to the dense model than the random structure"; this measures it:
+  the mean over training epochs of |ticket − dense| test accuracy (natural and
+  robust, fractions), and the signed mean of the robust difference, on the
+  epochs both curves have. Empty without a dense row that has a curve.
+  """
+  dense = next((r for r in rows if r["method"] == "dense" and r.get("curve")), None)
+  if dense is None:
+    return []
+  reference = {c["epoch"]: c for c in dense["curve"]}
+  gaps = []
+  for r in rows:
+    if r["method"] == "dense" or not r.get("curve"):
+      continue
+    common = [c for c in r["curve"] if c["epoch"] in reference]
+    if not common:
+      continue
+    def mean(values):
+      return sum(values) / len(values)
+    natural = [c["test_natural_accuracy"] - reference[c["epoch"]]["test_natural_accuracy"]
+               for c in common]
+    robust = [c["test_robust_accuracy"] - reference[c["epoch"]]["test_robust_accuracy"]
+              for c in common]
+    gaps.append({"method": r["method"], "target_density": r["target_density"],
+                 "density": r["density"], "epochs": len(common),
+                 "natural_gap": mean([abs(d) for d in natural]),
+                 "robust_gap": mean([abs(d) for d in robust]),
+                 "robust_signed": mean(robust)})
+  return gaps
+
+
 def markdown(rows, paper) -> str:
   attacks = sorted({a for r in rows for a in r["robust_accuracy"]})
   head = ["method", "density", "natural"] + attacks + ["search s"]
@@ -182,6 +216,16 @@ def markdown(rows, paper) -> str:
               else "" for a in attacks]
     cells.append("" if r.get("search_wall_s") is None else f"{r['search_wall_s']:.0f}")
     lines.append("| " + " | ".join(cells) + " |")
+  gaps = curve_gaps(rows)
+  if gaps:
+    lines += ["", f"Test curves against the dense network's over {gaps[0]['epochs']} epochs "
+              "(mean |ticket − dense|, points; signed: ticket − dense):", "",
+              "| method | density | natural gap | robust gap | robust signed |",
+              "|---|---|---:|---:|---:|"]
+    for g in sorted(gaps, key=lambda g: (-g["target_density"], g["method"])):
+      lines.append(f"| {g['method']} | {100 * g['density']:.1f}% | "
+                   f"{100 * g['natural_gap']:.1f} | {100 * g['robust_gap']:.1f} | "
+                   f"{100 * g['robust_signed']:+.1f} |")
   if paper:
     lines += ["", "The paper's figures (natural / PGD, %):", "",
               "| method | density | natural | PGD |", "|---|---|---|---|"]
@@ -276,6 +320,9 @@ def main(argv=None) -> int:
   parser.add_argument("--methods", help="comma-separated, replaces the preset's")
   parser.add_argument("--estimators", help="comma-separated, replaces the preset's")
   parser.add_argument("--no-dense", action="store_true")
+  parser.add_argument("--dense-from", metavar="NAME",
+                      help="with --no-dense: compare with the dense row of benchmarks/results/"
+                           "NAME.json (its overrides may differ in search.* only)")
   parser.add_argument("--name", help="results name (default: the preset's)")
   parser.add_argument("--runs", default=None, help="workdir root (default runs/sweep_<name>)")
   args = parser.parse_args(argv)
@@ -300,6 +347,26 @@ def main(argv=None) -> int:
   logging.getLogger().addHandler(handler)
   logging.getLogger().setLevel(logging.INFO)
 
+  dense_reference = []
+  if args.dense_from:
+    if not args.no_dense:
+      raise SystemExit("--dense-from NAME reuses NAME's dense row; add --no-dense")
+    source = RESULTS / f"{args.dense_from}.json"
+    if not source.exists():
+      raise SystemExit(f"--dense-from {args.dense_from}: {source} does not exist; run "
+                       f"that sweep first")
+    reference = json.loads(source.read_text())
+    # The dense network ignores every search.* key; anything else must agree.
+    ours = [o for o in (*preset.overrides, *args.overrides) if not o.startswith("search.")]
+    theirs = [o for o in reference["overrides"] if not o.startswith("search.")]
+    if reference["config_file"] != preset.config or sorted(ours) != sorted(theirs):
+      raise SystemExit(
+          f"--dense-from {args.dense_from}: its dense network ran with "
+          f"{reference['config_file']} {sorted(theirs)}, this sweep with {preset.config} "
+          f"{sorted(ours)}; only search.* overrides may differ")
+    dense_reference = [r for r in reference["rows"] if r["method"] == "dense"]
+    if not dense_reference:
+      raise SystemExit(f"--dense-from {args.dense_from}: {source} has no dense row")
   out_json = RESULTS / f"{name}.json"
   previous = json.loads(out_json.read_text()) if out_json.exists() else {}
   rows, config, start = [], None, time.time()
@@ -318,7 +385,9 @@ def main(argv=None) -> int:
     result = {
         "preset": args.preset, "config_file": preset.config,
         "overrides": [*preset.overrides, *args.overrides],
-        "rows": rows, "paper": {k: {str(d): v for d, v in t.items()}
+        "rows": rows, "curve_gaps": curve_gaps(dense_reference + rows),
+        "dense_from": args.dense_from,
+        "paper": {k: {str(d): v for d, v in t.items()}
                                 for k, t in (preset.paper or {}).items()},
         "complete": point is points[-1],
         "sweep_wall_s": time.time() - start,  # This invocation (finished points return at once).
@@ -335,11 +404,13 @@ def main(argv=None) -> int:
     keep_previous = previous.get("complete") and not result["complete"]
     path = RESULTS / f"{name}.partial.json" if keep_previous else out_json
     path.write_text(json.dumps(result, indent=1))
-  md = markdown(rows, preset.paper)
+  md = markdown(dense_reference + rows, preset.paper)
+  if args.dense_from:
+    md = f"Dense row from `{args.dense_from}` (same config but for search.*).\n\n" + md
   (RESULTS / f"{name}.md").write_text(md)
   title = f"{preset.config}: search {config.search.epochs} + train {config.train.epochs} epochs"
-  plot(rows, preset.paper, RESULTS / f"{name}.png", title)
-  plot_curves(rows, RESULTS / f"{name}_curves.png",
+  plot(dense_reference + rows, preset.paper, RESULTS / f"{name}.png", title)
+  plot_curves(dense_reference + rows, RESULTS / f"{name}_curves.png",
               f"{title} (PGD-{config.train.curve_pgd_steps}, first "
               f"{config.train.curve_examples} test images)")
   partial = RESULTS / f"{name}.partial.json"

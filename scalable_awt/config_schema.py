@@ -24,7 +24,7 @@ CHUNKED_ESTIMATORS = ("random_projection", "random_projection_unbiased", "output
                       "output_probes_deflated")
 SEARCH_REDUCTIONS = ("mean", "sum", "normalized")
 DENSITY_SCHEDULES = ("constant", "cubic")
-MASK_DISTRIBUTIONS = ("uniform", "erk", "global")
+MASK_DISTRIBUTIONS = ("uniform", "erk", "global", "lth")
 DATASETS = ("mnist", "cifar10", "cifar100", "digits", "gaussian_toy",
             "image_folder", "idx", "npz")
 DATA_SOURCES = ("auto", "tfds", "idx", "image_folder", "npz")
@@ -103,8 +103,10 @@ def get_config() -> ml_collections.ConfigDict:
   s.prune_until_fraction = 0.5
   # How the kept weights spread over layers, for every masked method (the
   # searched tickets and the random/magnitude/SNIP baselines alike): the
-  # same density in each layer ("uniform"), Erdős–Rényi-Kernel ("erk"), or
-  # one threshold over all prunable weights ("global").
+  # same density in each layer ("uniform"), Erdős–Rényi-Kernel ("erk"), one
+  # threshold over all prunable weights ("global"), or Lottery-Ticket pruning's
+  # ("lth": the output layer pruned at half the rate of the others, the
+  # allocation behind the paper's Table 1 densities; masks.lth_densities).
   s.mask_distribution = "uniform"
   s.attack_steps = 10  # PGD steps for the teacher's and student's examples.
   s.attack_step_size = 0.0  # PGD step; 0 = 2.5 * epsilon / attack_steps.

@@ -12,6 +12,7 @@ density means) and over all parameters.
 from __future__ import annotations
 
 from collections.abc import Callable
+import re
 from typing import Any
 
 import jax
@@ -186,6 +187,67 @@ def erk_densities(params: PyTree, density: float,
   return jax.tree.unflatten(treedef, result)
 
 
+def _natural_key(name: str) -> tuple:
+  # "Dense_10" after "Dense_9": digits compare as numbers.
+  return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def output_layer(params: PyTree, is_prunable: PrunablePredicate = is_kernel) -> str:
+  """The path ("Dense_2/kernel") of the prunable leaf taken as the output layer.
+
+  Flax names modules `<Type>_<i>` in call order, so in natural order of their
+  paths the last prunable leaf is the last layer of each type; for the MLP,
+  CNN and VGG-16 here (convolutions, then dense layers) that is the
+  classifier. A model whose last layer sorts earlier needs its own rule.
+  """
+  paths = ["/".join(_path_names(path))
+           for (path, _), flag in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                      jax.tree.leaves(prunable_tree(params, is_prunable)))
+           if flag]
+  if not paths:
+    raise ValueError("params have no prunable leaves, so no output layer.")
+  return max(paths, key=_natural_key)
+
+
+def lth_densities(params: PyTree, density: float, *, prune_rate: float = 0.2,
+                  is_prunable: PrunablePredicate = is_kernel) -> PyTree:
+  """Per-layer densities of Lottery-Ticket iterative pruning, overall `density`.
+
+  Frankle & Carbin (2019) and Cosentino et al. (2019, the paper's Table 1
+  baseline) prune `prune_rate` of every layer per round but the output layer
+  at half that rate, so after n rounds a hidden layer keeps (1 − p)ⁿ and the
+  output layer (1 − p/2)ⁿ. On LeNet-300-100 with p = 0.2, n = 3, 8, 11, 15, 18
+  give exactly the paper's densities 51.3, 16.9, 8.7, 3.6 and 1.8%. Here n is
+  real, solved by bisection so that the prunable weights keep `density`
+  overall. Non-prunable leaves get 1.0.
+  """
+  density = check_density(density)
+  if not 0.0 < prune_rate < 1.0:
+    raise ValueError(f"prune_rate={prune_rate} is outside (0, 1).")
+  output = output_layer(params, is_prunable)
+  flat = jax.tree_util.tree_flatten_with_path(params)
+  flags = jax.tree.leaves(prunable_tree(params, is_prunable))
+  is_output = ["/".join(_path_names(path)) == output for path, _ in flat[0]]
+  sizes = [leaf.size for _, leaf in flat[0]]
+  total = sum(s for s, f in zip(sizes, flags) if f)
+  hidden_keep, output_keep = 1.0 - prune_rate, 1.0 - prune_rate / 2
+
+  def kept_fraction(rounds):
+    return sum(s * (output_keep if o else hidden_keep) ** rounds
+               for s, f, o in zip(sizes, flags, is_output) if f) / total
+
+  low, high = 0.0, 1.0
+  while kept_fraction(high) > density:
+    high *= 2.0
+  for _ in range(200):
+    middle = 0.5 * (low + high)
+    low, high = (middle, high) if kept_fraction(middle) > density else (low, middle)
+  rounds = 0.5 * (low + high)
+  result = [(output_keep if o else hidden_keep) ** rounds if f else 1.0
+            for f, o in zip(flags, is_output)]
+  return jax.tree.unflatten(flat[1], result)
+
+
 def topk_mask_by_layer_densities(scores: PyTree, densities: PyTree,
                                  prunable: PyTree) -> PyTree:
   """Top-k per layer with a density per leaf (e.g. from `erk_densities`)."""
@@ -199,7 +261,7 @@ def topk_mask_by_layer_densities(scores: PyTree, densities: PyTree,
   return jax.tree.map(leaf_mask, scores, densities, prunable)
 
 
-DISTRIBUTIONS = ("uniform", "erk", "global")
+DISTRIBUTIONS = ("uniform", "erk", "global", "lth")
 
 
 def topk_mask(scores: PyTree, density: float, *, distribution: str = "uniform",
@@ -207,15 +269,18 @@ def topk_mask(scores: PyTree, density: float, *, distribution: str = "uniform",
   """Top-k of `scores` at `density`, spread over layers by `distribution`.
 
   "uniform": every prunable layer keeps `density`; "erk": per-layer densities
-  of `erk_densities(params)`; "global": one threshold over all prunable weights.
+  of `erk_densities(params)`; "global": one threshold over all prunable weights;
+  "lth": the layer densities of Lottery-Ticket pruning, `lth_densities(params)`.
   """
   prunable = prunable_tree(scores, is_prunable)
   if distribution == "uniform":
     return topk_mask_per_layer(scores, density, prunable)
   if distribution == "global":
     return topk_mask_global(scores, density, prunable)
-  if distribution == "erk":
-    densities = erk_densities(scores if params is None else params, density, is_prunable)
+  if distribution in ("erk", "lth"):
+    densities_fn = erk_densities if distribution == "erk" else lth_densities
+    densities = densities_fn(scores if params is None else params, density,
+                             is_prunable=is_prunable)
     return topk_mask_by_layer_densities(scores, densities, prunable)
   raise ValueError(f"Unknown mask distribution {distribution!r}; use one of {DISTRIBUTIONS}.")
 

@@ -115,3 +115,8 @@ def test_schema_chunked_estimators_match_the_estimator_registry():
   assert config_schema.CHUNKED_ESTIMATORS == tuple(estimators.CHUNKED)
   for name in estimators.CHUNKED:  # The option the config passes on exists.
     assert estimators.get_estimator(name, chunk_size=2).chunk_size == 2
+
+
+def test_schema_mask_distributions_match_the_masks_module():
+  from scalable_awt import masks
+  assert config_schema.MASK_DISTRIBUTIONS == masks.DISTRIBUTIONS

@@ -72,6 +72,51 @@ def test_erk_densities_reach_the_overall_density():
   assert masks.density_report(mask)["density_prunable"] == pytest.approx(0.1, abs=0.01)
 
 
+def _lenet_300_100_shapes():
+  # Shapes only (the densities do not look at values), in a scrambled key order.
+  return {"Dense_2": {"kernel": jnp.zeros((100, 10)), "bias": jnp.zeros((10,))},
+          "Dense_0": {"kernel": jnp.zeros((784, 300)), "bias": jnp.zeros((300,))},
+          "Dense_1": {"kernel": jnp.zeros((300, 100)), "bias": jnp.zeros((100,))}}
+
+
+@pytest.mark.parametrize("rounds", [3, 8, 11, 15, 18])
+def test_lth_densities_are_lottery_ticket_rounds(rounds):
+  # After n rounds of 20% (output layer 10%) the hidden layers keep 0.8^n and
+  # the output layer 0.9^n; given that overall density, the rounds come back.
+  params = _lenet_300_100_shapes()
+  hidden, output = 0.8 ** rounds, 0.9 ** rounds
+  density = (hidden * (784 * 300 + 300 * 100) + output * 100 * 10) / 266_200
+  densities = masks.lth_densities(params, density)
+  assert densities["Dense_0"]["kernel"] == pytest.approx(hidden, rel=1e-9)
+  assert densities["Dense_1"]["kernel"] == pytest.approx(hidden, rel=1e-9)
+  assert densities["Dense_2"]["kernel"] == pytest.approx(output, rel=1e-9)
+  assert densities["Dense_0"]["bias"] == 1.0
+  # The paper's Table 1 densities are these rounds to 0.1% (Frankle & Carbin
+  # print 1.9% for n = 18 as here; the paper prints 1.8%).
+  assert round(100 * density, 1) == {3: 51.3, 8: 16.9, 11: 8.7, 15: 3.6, 18: 1.9}[rounds]
+
+
+def test_lth_masks_reach_the_density_with_a_denser_output_layer():
+  params = _params()
+  mask = masks.topk_mask(jax.tree.map(jnp.abs, params), 0.05, distribution="lth")
+  report = masks.density_report(mask)
+  assert report["density_prunable"] == pytest.approx(0.05, abs=0.002)
+  per_layer = report["per_layer"]
+  assert per_layer["Dense_1/kernel"] > per_layer["Dense_0/kernel"]
+  assert per_layer["Conv_0/kernel"] == pytest.approx(per_layer["Dense_0/kernel"], abs=0.02)
+
+
+def test_output_layer_is_last_in_natural_order():
+  params = {f"Dense_{i}": {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros((2,))}
+            for i in (0, 2, 10, 9)}
+  assert masks.output_layer(params) == "Dense_10/kernel"  # Not "Dense_9".
+  assert masks.output_layer(_params()) == "Dense_1/kernel"  # After the convs.
+  with pytest.raises(ValueError, match="no prunable leaves"):
+    masks.output_layer({"bias": jnp.zeros(3)})
+  with pytest.raises(ValueError, match="prune_rate=1.5"):
+    masks.lth_densities(_params(), 0.1, prune_rate=1.5)
+
+
 def test_random_mask_has_same_counts_and_differs_by_key():
   params = _params()
   magnitude = masks.magnitude_mask(params, 0.3)
@@ -82,7 +127,7 @@ def test_random_mask_has_same_counts_and_differs_by_key():
                                                    jax.tree.leaves(second)))
 
 
-@pytest.mark.parametrize("distribution", ["uniform", "erk", "global"])
+@pytest.mark.parametrize("distribution", ["uniform", "erk", "global", "lth"])
 def test_random_and_magnitude_masks_follow_the_distribution(distribution):
   params = _params()
   magnitude = masks.magnitude_mask(params, 0.1, distribution=distribution)

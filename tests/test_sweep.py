@@ -79,3 +79,43 @@ def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
   again = json.loads((tmp_path / "results" / "tiny.json").read_text())["rows"]
   assert [(r["natural_accuracy"], r["wall_time_s"]) for r in again] == [
       (r["natural_accuracy"], r["wall_time_s"]) for r in first]
+
+
+def _curve(*points):
+  return [{"epoch": i + 1, "test_natural_accuracy": n, "test_robust_accuracy": r}
+          for i, (n, r) in enumerate(points)]
+
+
+def test_curve_gaps_measure_distance_from_the_dense_curve(sweep):
+  rows = [
+      {"method": "dense", "density": 1.0, "target_density": 1.0,
+       "curve": _curve((0.9, 0.5), (0.95, 0.6))},
+      {"method": "awt", "density": 0.1, "target_density": 0.1,
+       "curve": _curve((0.8, 0.55), (0.95, 0.5))},
+      {"method": "random", "density": 0.1, "target_density": 0.1, "curve": []},
+  ]
+  (gap,) = sweep.curve_gaps(rows)  # No curve, no gap.
+  assert gap["method"] == "awt" and gap["epochs"] == 2
+  assert gap["natural_gap"] == pytest.approx((0.1 + 0.0) / 2)
+  assert gap["robust_gap"] == pytest.approx((0.05 + 0.1) / 2)
+  assert gap["robust_signed"] == pytest.approx((0.05 - 0.1) / 2)
+  assert "| awt | 10.0% | 5.0 | 7.5 | -2.5 |" in sweep.markdown(
+      [dict(r, natural_accuracy=0.5, robust_accuracy={"pgd2": 0.2}) for r in rows], None)
+  assert sweep.curve_gaps(rows[1:]) == []  # Nothing to compare with.
+
+
+def test_dense_from_refuses_a_different_schedule(sweep, tmp_path, monkeypatch):
+  monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+  (tmp_path / "other.json").write_text(json.dumps({
+      "config_file": "mlp_mnist.py", "rows": [],
+      "overrides": ["data.data_dir=data/mnist", "eval.attacks=('pgd','apgd_ce')",
+                    "eval.pgd_steps=100", "train.epochs=3"]}))
+  with pytest.raises(SystemExit, match="add --no-dense"):
+    sweep.main(["table1", "--dense-from", "other"])
+  with pytest.raises(SystemExit, match="does not exist"):
+    sweep.main(["table1", "--no-dense", "--dense-from", "missing"])
+  with pytest.raises(SystemExit, match="only search.. overrides may differ"):
+    sweep.main(["table1", "--no-dense", "--dense-from", "other", "--set", "train.epochs=4"])
+  with pytest.raises(SystemExit, match="has no dense row"):
+    sweep.main(["table1", "--no-dense", "--dense-from", "other", "--set", "train.epochs=3",
+                "--set", "search.mask_distribution=lth"])
