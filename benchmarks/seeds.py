@@ -91,7 +91,6 @@ def _summary(values) -> dict:
 
 def aggregate(sweeps) -> dict:
   """Per (method, density): mean ± std; per density: paired AWT − random."""
-  from scipy import stats
   seeds = [seed_of(s) for s in sweeps]
   by_key: dict[tuple, list] = {}
   for seed, sweep in zip(seeds, sweeps):
@@ -119,20 +118,40 @@ def aggregate(sweeps) -> dict:
     for metric in ["natural", *attacks]:
       def value(row):
         return row["natural_accuracy"] if metric == "natural" else row["robust_accuracy"][metric]
-      a = [value(awt[s]) for s in common]
-      r = [value(rnd[s]) for s in common]
-      diffs = [x - y for x, y in zip(a, r)]
-      entry = {"target_density": target, "metric": metric, "seeds": common,
-               "differences": diffs, "mean": statistics.fmean(diffs),
-               "awt_ahead": sum(d > 0 for d in diffs), "n": len(diffs)}
-      if len(diffs) > 1:
-        entry["std"] = statistics.stdev(diffs)
-        entry["stderr"] = entry["std"] / math.sqrt(len(diffs))
-        if entry["std"] > 0:
-          test = stats.ttest_rel(a, r)
-          entry["t"], entry["p_value"] = float(test.statistic), float(test.pvalue)
-      paired.append(entry)
-  return {"seeds": seeds, "rows": rows, "paired": paired}
+      paired.append(_paired(target, metric, common, [value(awt[s]) for s in common],
+                            [value(rnd[s]) for s in common]))
+  # How far each ticket's test curve stays from the dense one (sweep.py's
+  # curve_gaps, in sweeps that have a dense row): AWT − random < 0 means
+  # AWT's curve is the closer one.
+  gaps: dict[tuple, dict] = {}
+  for seed, sweep in zip(seeds, sweeps):
+    for gap in sweep.get("curve_gaps", []):
+      gaps.setdefault((gap["method"], gap["target_density"]), {})[seed] = gap
+  curve_paired = []
+  for target in targets:
+    awt, rnd = gaps.get(("awt", target), {}), gaps.get(("random", target), {})
+    common = sorted(set(awt) & set(rnd))
+    if common:
+      for metric in ("natural_gap", "robust_gap"):
+        curve_paired.append(_paired(target, metric, common, [awt[s][metric] for s in common],
+                                    [rnd[s][metric] for s in common]))
+  return {"seeds": seeds, "rows": rows, "paired": paired, "curve_paired": curve_paired}
+
+
+def _paired(target, metric, seeds, awt_values, random_values) -> dict:
+  """AWT − random on the same seeds, with a two-sided paired t-test."""
+  from scipy import stats
+  diffs = [x - y for x, y in zip(awt_values, random_values)]
+  entry = {"target_density": target, "metric": metric, "seeds": seeds,
+           "differences": diffs, "mean": statistics.fmean(diffs),
+           "awt_ahead": sum(d > 0 for d in diffs), "n": len(diffs)}
+  if len(diffs) > 1:
+    entry["std"] = statistics.stdev(diffs)
+    entry["stderr"] = entry["std"] / math.sqrt(len(diffs))
+    if entry["std"] > 0:
+      test = stats.ttest_rel(awt_values, random_values)
+      entry["t"], entry["p_value"] = float(test.statistic), float(test.pvalue)
+  return entry
 
 
 def _pm(summary: dict) -> str:
@@ -149,12 +168,20 @@ def markdown(result: dict) -> str:
     cells = [r["method"], f"{100 * r['density']:.1f}%", str(r["n"]), _pm(r["natural_accuracy"])]
     cells += [_pm(r["robust_accuracy"][a]) if a in r["robust_accuracy"] else "" for a in attacks]
     lines.append("| " + " | ".join(cells) + " |")
-  if result["paired"]:
-    lines += ["", "AWT − random on the same seed (points; mean ± standard error, "
-              "two-sided paired t-test):", "",
-              "| density | metric | per seed | mean ± s.e. | AWT ahead | p |",
+  sections = [
+      ("paired", "AWT − random on the same seed (points; mean ± standard error, "
+                 "two-sided paired t-test):", "AWT ahead"),
+      ("curve_paired", "Distance of the test curve from the dense network's, AWT − random "
+                       "on the same seed (points of mean |ticket − dense| over epochs; "
+                       "negative: AWT's curve is closer):", "AWT farther"),
+  ]
+  for key, caption, ahead in sections:
+    if not result.get(key):
+      continue
+    lines += ["", caption, "",
+              f"| density | metric | per seed | mean ± s.e. | {ahead} | p |",
               "|---|---|---|---|---|---|"]
-    for p in result["paired"]:
+    for p in result[key]:
       per_seed = ", ".join(f"{100 * d:+.1f}" for d in p["differences"])
       se = f" ± {100 * p['stderr']:.1f}" if "stderr" in p else ""
       pval = f"{p['p_value']:.3f}" if "p_value" in p else ""

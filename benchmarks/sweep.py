@@ -324,6 +324,8 @@ def main(argv=None) -> int:
                       help="with --no-dense: compare with the dense row of benchmarks/results/"
                            "NAME.json (its overrides may differ in search.* only)")
   parser.add_argument("--name", help="results name (default: the preset's)")
+  parser.add_argument("--report-only", action="store_true",
+                      help="rewrite <name>.md and the plots from <name>.json; run nothing")
   parser.add_argument("--runs", default=None, help="workdir root (default runs/sweep_<name>)")
   args = parser.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -347,26 +349,12 @@ def main(argv=None) -> int:
   logging.getLogger().addHandler(handler)
   logging.getLogger().setLevel(logging.INFO)
 
-  dense_reference = []
-  if args.dense_from:
-    if not args.no_dense:
-      raise SystemExit("--dense-from NAME reuses NAME's dense row; add --no-dense")
-    source = RESULTS / f"{args.dense_from}.json"
-    if not source.exists():
-      raise SystemExit(f"--dense-from {args.dense_from}: {source} does not exist; run "
-                       f"that sweep first")
-    reference = json.loads(source.read_text())
-    # The dense network ignores every search.* key; anything else must agree.
-    ours = [o for o in (*preset.overrides, *args.overrides) if not o.startswith("search.")]
-    theirs = [o for o in reference["overrides"] if not o.startswith("search.")]
-    if reference["config_file"] != preset.config or sorted(ours) != sorted(theirs):
-      raise SystemExit(
-          f"--dense-from {args.dense_from}: its dense network ran with "
-          f"{reference['config_file']} {sorted(theirs)}, this sweep with {preset.config} "
-          f"{sorted(ours)}; only search.* overrides may differ")
-    dense_reference = [r for r in reference["rows"] if r["method"] == "dense"]
-    if not dense_reference:
-      raise SystemExit(f"--dense-from {args.dense_from}: {source} has no dense row")
+  if args.dense_from and not args.no_dense:
+    raise SystemExit("--dense-from NAME reuses NAME's dense row; add --no-dense")
+  overrides = [*preset.overrides, *args.overrides]
+  if args.report_only:
+    return report_only(name, args.preset, preset, dense_from=args.dense_from)
+  dense_reference = dense_rows_from(args.dense_from, preset.config, overrides)
   out_json = RESULTS / f"{name}.json"
   previous = json.loads(out_json.read_text()) if out_json.exists() else {}
   rows, config, start = [], None, time.time()
@@ -404,20 +392,76 @@ def main(argv=None) -> int:
     keep_previous = previous.get("complete") and not result["complete"]
     path = RESULTS / f"{name}.partial.json" if keep_previous else out_json
     path.write_text(json.dumps(result, indent=1))
+  write_report(name, rows, dense_reference, args.dense_from, preset, config)
+  partial = RESULTS / f"{name}.partial.json"
+  if partial.exists():
+    partial.unlink()
+  print(f"wrote {RESULTS / name}.json, .md, .png")
+  return 0
+
+
+def dense_rows_from(name: str | None, config_file: str, overrides) -> list[dict]:
+  """The dense row of sweep `name`, checked to share everything but search.* keys."""
+  if not name:
+    return []
+  source = RESULTS / f"{name}.json"
+  if not source.exists():
+    raise SystemExit(f"--dense-from {name}: {source} does not exist; run that sweep first")
+  reference = json.loads(source.read_text())
+  # The dense network ignores every search.* key; anything else must agree.
+  ours = [o for o in overrides if not o.startswith("search.")]
+  theirs = [o for o in reference["overrides"] if not o.startswith("search.")]
+  if reference["config_file"] != config_file or sorted(ours) != sorted(theirs):
+    raise SystemExit(
+        f"--dense-from {name}: its dense network ran with {reference['config_file']} "
+        f"{sorted(theirs)}, this sweep with {config_file} {sorted(ours)}; only search.* "
+        "overrides may differ")
+  rows = [r for r in reference["rows"] if r["method"] == "dense"]
+  if not rows:
+    raise SystemExit(f"--dense-from {name}: {source} has no dense row")
+  return rows
+
+
+def write_report(name, rows, dense_reference, dense_from, preset, config) -> str:
+  """`<name>.md`, `<name>.png` and `<name>_curves.png` from the rows."""
   md = markdown(dense_reference + rows, preset.paper)
-  if args.dense_from:
-    md = f"Dense row from `{args.dense_from}` (same config but for search.*).\n\n" + md
+  if dense_from:
+    md = f"Dense row from `{dense_from}` (same config but for search.*).\n\n" + md
   (RESULTS / f"{name}.md").write_text(md)
   title = f"{preset.config}: search {config.search.epochs} + train {config.train.epochs} epochs"
   plot(dense_reference + rows, preset.paper, RESULTS / f"{name}.png", title)
   plot_curves(dense_reference + rows, RESULTS / f"{name}_curves.png",
               f"{title} (PGD-{config.train.curve_pgd_steps}, first "
               f"{config.train.curve_examples} test images)")
-  partial = RESULTS / f"{name}.partial.json"
-  if partial.exists():
-    partial.unlink()
   print("\n" + md)
-  print(f"wrote {RESULTS / name}.json, .md, .png")
+  return md
+
+
+def report_only(name: str, preset_name: str, preset: Preset, *,
+                dense_from: str | None = None) -> int:
+  """Rewrites a finished sweep's tables and plots from its JSON; runs nothing.
+
+  `dense_from` (else the sweep's own `dense_from`) supplies a dense row to a
+  sweep that ran without one, for the curve gaps.
+  """
+  path = RESULTS / f"{name}.json"
+  if not path.exists():
+    raise SystemExit(f"--report-only: {path} does not exist; run the sweep first")
+  result = json.loads(path.read_text())
+  if result["preset"] != preset_name:
+    raise SystemExit(f"--report-only: {path} is a {result['preset']!r} sweep, not "
+                     f"{preset_name!r}; name its preset")
+  config = load_config(ROOT / "configs" / result["config_file"])
+  for assignment in result["overrides"]:
+    apply_override(config, assignment)
+  preset = dataclasses.replace(preset, config=result["config_file"])
+  result["dense_from"] = dense_from or result.get("dense_from")
+  dense_reference = dense_rows_from(result["dense_from"], result["config_file"],
+                                    result["overrides"])
+  result["curve_gaps"] = curve_gaps(dense_reference + result["rows"])
+  path.write_text(json.dumps(result, indent=1))
+  write_report(name, result["rows"], dense_reference, result["dense_from"], preset, config)
+  print(f"rewrote {RESULTS / name}.md, .png from {path}")
   return 0
 
 

@@ -92,3 +92,22 @@ def test_main_writes_json_markdown_and_plot(seeds, tmp_path, monkeypatch):
   assert (tmp_path / "both.png").stat().st_size > 0
   with pytest.raises(SystemExit, match="at least two sweeps"):
     seeds.main(["s0", "--name", "one"])
+
+
+def test_curve_gaps_are_paired_over_the_seeds_that_have_them(seeds, tmp_path):
+  for name, seed, gaps in (("g0", 0, (0.10, 0.30)), ("g1", 1, (0.20, 0.25)), ("g2", 2, None)):
+    _write(tmp_path, name, seed, 0.5, 0.5)
+    if gaps is not None:  # A sweep without a dense row has no curve gaps.
+      result = json.loads((tmp_path / f"{name}.json").read_text())
+      result["curve_gaps"] = [
+          {"method": m, "target_density": 0.1, "natural_gap": g, "robust_gap": 2 * g}
+          for m, g in zip(("awt", "random"), gaps)]
+      (tmp_path / f"{name}.json").write_text(json.dumps(result))
+  result = seeds.aggregate(seeds.load(["g0", "g1", "g2"], tmp_path))
+  natural = next(p for p in result["curve_paired"] if p["metric"] == "natural_gap")
+  assert natural["seeds"] == [0, 1]
+  assert natural["differences"] == pytest.approx([-0.20, -0.05])
+  assert natural["awt_ahead"] == 0  # AWT's curve is the closer one on both seeds.
+  robust = next(p for p in result["curve_paired"] if p["metric"] == "robust_gap")
+  assert robust["mean"] == pytest.approx(2 * (-0.125))
+  assert "| 10.0% | natural_gap | -20.0, -5.0 | -12.5 ± 7.5 | 0/2 |" in seeds.markdown(result)

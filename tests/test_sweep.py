@@ -119,3 +119,27 @@ def test_dense_from_refuses_a_different_schedule(sweep, tmp_path, monkeypatch):
   with pytest.raises(SystemExit, match="has no dense row"):
     sweep.main(["table1", "--no-dense", "--dense-from", "other", "--set", "train.epochs=3",
                 "--set", "search.mask_distribution=lth"])
+
+
+def test_report_only_rewrites_the_table_from_the_json(sweep, tmp_path, monkeypatch):
+  monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+  rows = [
+      {"method": "dense", "density": 1.0, "target_density": 1.0, "natural_accuracy": 0.9,
+       "robust_accuracy": {"pgd100": 0.5}, "curve": _curve((0.9, 0.5))},
+      {"method": "awt", "density": 0.1, "target_density": 0.1, "natural_accuracy": 0.8,
+       "robust_accuracy": {"pgd100": 0.4}, "curve": _curve((0.8, 0.4))},
+  ]
+  (tmp_path / "t1.json").write_text(json.dumps({
+      "preset": "table1", "config_file": "mlp_mnist.py", "rows": rows,
+      "overrides": ["train.epochs=3"], "complete": True}))
+  assert sweep.main(["table1", "--name", "t1", "--report-only"]) == 0
+  text = (tmp_path / "t1.md").read_text()
+  assert "| awt | 10.0% | 80.00 | 40.00 |" in text
+  assert "| awt | 10.0% | 10.0 | 10.0 | -10.0 |" in text  # The curve gap.
+  assert json.loads((tmp_path / "t1.json").read_text())["curve_gaps"][0]["robust_gap"] == (
+      pytest.approx(0.1))
+  assert (tmp_path / "t1.png").stat().st_size > 0
+  with pytest.raises(SystemExit, match="is a 'table1' sweep, not 'cnn_mnist'"):
+    sweep.main(["cnn_mnist", "--name", "t1", "--report-only"])
+  with pytest.raises(SystemExit, match="does not exist"):
+    sweep.main(["table1", "--name", "nothing", "--report-only"])
