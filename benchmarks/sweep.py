@@ -21,6 +21,10 @@ after them overrides the preset (e.g. shorter schedules):
     python benchmarks/sweep.py cnn_mnist       # MNIST CNN, AWT vs random (Fig. 6)
     python benchmarks/sweep.py estimators_mlp  # tickets from each estimator
     python benchmarks/sweep.py vgg16_cpu       # VGG-16/CIFAR-10, shortened, on CPU
+
+A long schedule can run one density per sweep (`--densities 0.087 --name A`,
+`--densities 0.036 --name B`); `--merge A B --name C` then writes them as one
+table, refusing sweeps whose settings differ.
 """
 
 from __future__ import annotations
@@ -327,6 +331,9 @@ def main(argv=None) -> int:
   parser.add_argument("--report-only", action="store_true",
                       help="rewrite <name>.md and the plots from <name>.json; run nothing")
   parser.add_argument("--runs", default=None, help="workdir root (default runs/sweep_<name>)")
+  parser.add_argument("--merge", nargs="+", metavar="NAME",
+                      help="write <name> from the finished sweeps NAME... (same preset and "
+                           "overrides, e.g. one density each); run nothing")
   args = parser.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   preset = copy.deepcopy(PRESETS[args.preset])
@@ -354,6 +361,10 @@ def main(argv=None) -> int:
   overrides = [*preset.overrides, *args.overrides]
   if args.report_only:
     return report_only(name, args.preset, preset, dense_from=args.dense_from)
+  if args.merge:
+    if not args.name:
+      raise SystemExit("--merge writes a new table: name it with --name")
+    return merge(name, args.preset, preset, args.merge, dense_from=args.dense_from)
   dense_reference = dense_rows_from(args.dense_from, preset.config, overrides)
   out_json = RESULTS / f"{name}.json"
   previous = json.loads(out_json.read_text()) if out_json.exists() else {}
@@ -462,6 +473,73 @@ def report_only(name: str, preset_name: str, preset: Preset, *,
   path.write_text(json.dumps(result, indent=1))
   write_report(name, result["rows"], dense_reference, result["dense_from"], preset, config)
   print(f"rewrote {RESULTS / name}.md, .png from {path}")
+  return 0
+
+
+def merge(name: str, preset_name: str, preset: Preset, sources, *,
+          dense_from: str | None = None) -> int:
+  """One table from finished sweeps that differ only in what they ran; runs nothing.
+
+  Long schedules are run a density per sweep (to fit a session, or to run
+  side by side); this writes their rows to `<name>.json` and its report as if
+  one sweep had run every density. Sweeps with other settings (config,
+  overrides, preset), unfinished ones, and a (method, density) that two of
+  them ran are refused: a merged table must be one experiment.
+  """
+  if name in sources:
+    raise SystemExit(f"--merge: --name {name} is one of the sweeps to merge; pick a new name "
+                     "so that no result is overwritten")
+  results = []
+  for source in sources:
+    path = RESULTS / f"{source}.json"
+    if not path.exists():
+      raise SystemExit(f"--merge: {path} does not exist; run that sweep first")
+    result = json.loads(path.read_text())
+    if result.get("preset") != preset_name:
+      raise SystemExit(f"--merge: {source} is a {result.get('preset')!r} sweep, not "
+                       f"{preset_name!r}; name its preset")
+    if not result.get("complete"):
+      raise SystemExit(f"--merge: {source} has not finished (complete=false); run it again "
+                       "to finish it")
+    results.append((source, result))
+  first_name, first = results[0]
+  for source, result in results[1:]:
+    if (result["config_file"] != first["config_file"]
+        or sorted(result["overrides"]) != sorted(first["overrides"])):
+      raise SystemExit(
+          f"--merge: {source} ran with {result['config_file']} {sorted(result['overrides'])}, "
+          f"{first_name} with {first['config_file']} {sorted(first['overrides'])}; only sweeps "
+          "with the same settings share a table")
+  rows, ran_by = [], {}
+  for source, result in results:
+    for row in result["rows"]:
+      key = (row["method"], row["target_density"])
+      if key in ran_by:
+        raise SystemExit(f"--merge: {row['method']} at density {row['target_density']:g} is in "
+                         f"both {ran_by[key]} and {source}; merge one of them")
+      ran_by[key] = source
+      rows.append(row)
+  rows.sort(key=lambda r: -r["target_density"])
+  config = load_config(ROOT / "configs" / first["config_file"])
+  for assignment in first["overrides"]:
+    apply_override(config, assignment)
+  preset = dataclasses.replace(preset, config=first["config_file"])
+  dense_from = dense_from or first.get("dense_from")
+  dense_reference = dense_rows_from(dense_from, first["config_file"], first["overrides"])
+  merged = {
+      "preset": preset_name, "config_file": first["config_file"],
+      "overrides": first["overrides"], "rows": rows,
+      "curve_gaps": curve_gaps(dense_reference + rows), "dense_from": dense_from,
+      "paper": first.get("paper"), "complete": True, "merged_from": list(sources),
+      "runs_wall_s": sum(result.get("runs_wall_s") or 0.0 for _, result in results),
+      "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+      "machine": {source: result.get("machine") for source, result in results},
+      "schedule": first.get("schedule"),
+  }
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  (RESULTS / f"{name}.json").write_text(json.dumps(merged, indent=1))
+  write_report(name, rows, dense_reference, dense_from, preset, config)
+  print(f"merged {', '.join(sources)} into {RESULTS / name}.json, .md, .png")
   return 0
 
 

@@ -143,3 +143,59 @@ def test_report_only_rewrites_the_table_from_the_json(sweep, tmp_path, monkeypat
     sweep.main(["cnn_mnist", "--name", "t1", "--report-only"])
   with pytest.raises(SystemExit, match="does not exist"):
     sweep.main(["table1", "--name", "nothing", "--report-only"])
+
+
+def _sweep_result(rows, overrides=("train.epochs=3",), complete=True):
+  return {"preset": "table1", "config_file": "mlp_mnist.py", "rows": rows,
+          "overrides": list(overrides), "complete": complete, "runs_wall_s": 10.0,
+          "schedule": {"search_epochs": 2.0, "train_epochs": 3.0, "eval_examples": 100}}
+
+
+def _row(method, density, robust):
+  return {"method": method, "density": density, "target_density": density,
+          "natural_accuracy": 0.9, "robust_accuracy": {"pgd100": robust},
+          "search_wall_s": 1.0, "curve": _curve((0.9, robust))}
+
+
+def test_merge_writes_one_table_from_sweeps_of_the_same_settings(sweep, tmp_path, monkeypatch):
+  monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+  low = [_row("awt", 0.036, 0.8), _row("random", 0.036, 0.7)]
+  high = [_row("awt", 0.169, 0.85), _row("random", 0.169, 0.84)]
+  (tmp_path / "low.json").write_text(json.dumps(_sweep_result(low)))
+  (tmp_path / "high.json").write_text(json.dumps(_sweep_result(high, ("train.epochs=3",))))
+  assert sweep.main(["table1", "--name", "both", "--merge", "low", "high"]) == 0
+  merged = json.loads((tmp_path / "both.json").read_text())
+  assert merged["merged_from"] == ["low", "high"] and merged["complete"]
+  assert [(r["method"], r["target_density"]) for r in merged["rows"]] == [
+      ("awt", 0.169), ("random", 0.169), ("awt", 0.036), ("random", 0.036)]
+  assert merged["runs_wall_s"] == 20.0 and set(merged["machine"]) == {"low", "high"}
+  text = (tmp_path / "both.md").read_text()
+  assert "| awt | 16.9% | 90.00 | 85.00 | 1 |" in text and "| random | 3.6% |" in text
+  assert (tmp_path / "both.png").stat().st_size > 0
+
+
+def test_merge_refuses_what_is_not_one_experiment(sweep, tmp_path, monkeypatch):
+  monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+  (tmp_path / "a.json").write_text(json.dumps(_sweep_result([_row("awt", 0.036, 0.8)])))
+  (tmp_path / "a_again.json").write_text(json.dumps(_sweep_result([_row("awt", 0.036, 0.7)])))
+  (tmp_path / "longer.json").write_text(json.dumps(
+      _sweep_result([_row("awt", 0.169, 0.8)], ("train.epochs=100",))))
+  (tmp_path / "unfinished.json").write_text(json.dumps(
+      _sweep_result([_row("awt", 0.169, 0.8)], complete=False)))
+  with pytest.raises(SystemExit, match="only sweeps with the same settings"):
+    sweep.main(["table1", "--name", "m", "--merge", "a", "longer"])
+  with pytest.raises(SystemExit, match="awt at density 0.036 is in both a and a_again"):
+    sweep.main(["table1", "--name", "m", "--merge", "a", "a_again"])
+  with pytest.raises(SystemExit, match="has not finished"):
+    sweep.main(["table1", "--name", "m", "--merge", "a", "unfinished"])
+  with pytest.raises(SystemExit, match="is a 'table1' sweep, not 'cnn_mnist'"):
+    sweep.main(["cnn_mnist", "--name", "m", "--merge", "a"])
+  with pytest.raises(SystemExit, match="does not exist"):
+    sweep.main(["table1", "--name", "m", "--merge", "a", "missing"])
+  with pytest.raises(SystemExit, match="no result is overwritten"):
+    sweep.main(["table1", "--name", "a", "--merge", "a", "longer"])
+  with pytest.raises(SystemExit, match="name it with --name"):
+    sweep.main(["table1", "--merge", "a"])
+  assert not (tmp_path / "m.json").exists()
+  assert json.loads((tmp_path / "a.json").read_text())["rows"][0]["robust_accuracy"] == {
+      "pgd100": 0.8}
