@@ -14,7 +14,7 @@ reads several sweeps of the same preset and schedule and writes
 standard error, and a two-sided paired t-test (scipy.stats.ttest_rel).
 
     python benchmarks/seeds.py --name mnist_mlp_table1_seeds \
-        mnist_mlp_table1 mnist_mlp_table1_seed1 mnist_mlp_table1_seed2
+        mnist_mlp_table1_pixel_eps mnist_mlp_table1_seed1 mnist_mlp_table1_seed2
 """
 
 from __future__ import annotations
