@@ -24,11 +24,18 @@ process's peak RSS. Configurations whose Jacobian-sized memory would exceed
 Note: NT's `trace_axes=(-1,)` returns the mean over the outputs, ours the
 sum; the cost is the same.
 
-    python benchmarks/exact_kernel.py            # full sweep
-    python benchmarks/exact_kernel.py --quick    # n = 8, 16; 3 repeats
+    python benchmarks/exact_kernel.py                      # full sweep
+    python benchmarks/exact_kernel.py --quick --out /tmp/ek  # n = 8, 16; 3 repeats
+    python benchmarks/exact_kernel.py --replot             # table and plot from the JSON
 
-Writes benchmarks/results/exact_kernel.json and exact_kernel.png and prints
-a Markdown table.
+Writes exact_kernel.json, exact_kernel.md (the table) and exact_kernel.png
+into `--out` (default benchmarks/results) and prints the table. Results are
+never replaced by a partial run: while it runs, the sweep checkpoints to a
+temporary file (its path is printed), and only a sweep that ran every
+configuration without an error moves its three files into `--out`, each by
+an atomic rename (a configuration that ran past `--timeout-s` counts as
+finished: it is recorded as too slow). A subset sweep (`--quick`, `--sizes`, `--models`) needs an
+explicit `--out`, so that it cannot replace the committed full sweep.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import math
 import os
 import pathlib
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -294,6 +302,59 @@ def markdown(rows) -> str:
   return "\n".join(lines)
 
 
+def markdown_document(result: dict) -> str:
+  """exact_kernel.md: the table with the command, date and machine it came from."""
+  machine = result["machine"]
+  load = machine.get("load_average_at_end")
+  load_text = (f", load average {load[0]:.1f} at the end (other jobs share the cores)"
+               if load else "")
+  return "\n".join([
+      "# Exact MTK: ours against neural-tangents 0.6.5",
+      "",
+      f"`{result['command']}` on {result['date']}, {machine['cpu']} "
+      f"({machine['cpu_count']} cores{load_text}), jax {result.get('jax', '?')} for ours, "
+      f"jax 0.5.3 for neural-tangents; float32, CPU. Each (side, model, implementation, n) "
+      "ran in its own process; best ours / best NT compares the fastest of our three "
+      "implementations with the fastest of NT's three on the same inputs in the same sweep.",
+      "",
+      result["markdown"],
+      "",
+  ])
+
+
+def publish(files: dict[str, bytes | str], out_dir: pathlib.Path) -> None:
+  """Writes `files` (name -> content) into `out_dir`, each by an atomic rename.
+
+  Every file is first written completely next to its destination; only then
+  are they renamed into place, so an interruption while writing leaves the
+  previous results as they were.
+  """
+  out_dir.mkdir(parents=True, exist_ok=True)
+  umask = os.umask(0)
+  os.umask(umask)
+  staged = []
+  try:
+    for name, content in files.items():
+      handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+      with os.fdopen(handle, "wb") as f:
+        f.write(content.encode() if isinstance(content, str) else content)
+      os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 is for secrets
+      staged.append((temporary, out_dir / name))
+    for temporary, destination in staged:
+      os.replace(temporary, destination)
+  finally:
+    for temporary, _ in staged:
+      if os.path.exists(temporary):
+        os.remove(temporary)
+
+
+def plot_png(records) -> bytes:
+  with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp) / "plot.png"
+    plot(records, path)
+    return path.read_bytes()
+
+
 def plot(records, path: pathlib.Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -346,26 +407,43 @@ def main() -> None:
   parser.add_argument("--budget-s", type=float, default=1500.0,
                       help="start no new configuration after this many seconds")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", default=str(RESULTS / "exact_kernel.json"))
+  parser.add_argument("--out", default=None, metavar="DIR",
+                      help=f"directory for exact_kernel.{{json,md,png}} (default {RESULTS}; "
+                           "required for a subset sweep)")
   args = parser.parse_args()
   if args.worker:
     run_ours_worker(*args.worker)
     return
+  command = "python benchmarks/exact_kernel.py" + "".join(
+      f" {shlex.quote(a)}" for a in sys.argv[1:])
   if args.replot:
-    result = json.loads(pathlib.Path(args.out).read_text())
+    out_dir = pathlib.Path(args.out or RESULTS)
+    result = json.loads((out_dir / "exact_kernel.json").read_text())
     rows = summary_rows(result["records"])
     result["summary"], result["markdown"] = rows, markdown(rows)
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
-    plot(result["records"], pathlib.Path(args.out).with_suffix(".png"))
+    result.setdefault("command", "python benchmarks/exact_kernel.py")
+    publish({"exact_kernel.json": json.dumps(result, indent=1),
+             "exact_kernel.md": markdown_document(result),
+             "exact_kernel.png": plot_png(result["records"])}, out_dir)
     print(result["markdown"])
     return
+  subset = args.quick or args.sizes is not None or args.models != ["mlp", "cnn"]
+  if subset and args.out is None:
+    parser.error("a subset sweep (--quick, --sizes, --models) needs an explicit --out DIR, "
+                 f"so that it cannot replace the full sweep in {RESULTS}")
   if args.sizes is None:
     args.sizes = [8, 16] if args.quick else [8, 16, 32, 64]
   if args.repeats is None:
     args.repeats = 3 if args.quick else 5
 
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
+  out_dir = pathlib.Path(args.out or RESULTS)
+  # Checkpoints go to a temporary file, never to out_dir: a sweep that is
+  # interrupted or fails leaves the published results untouched.
+  handle, partial = tempfile.mkstemp(prefix="exact_kernel.partial.", suffix=".json")
+  os.close(handle)
+  partial = pathlib.Path(partial)
+  print(f"checkpointing to {partial}; results go to {out_dir} when every "
+        "configuration has finished", file=sys.stderr)
 
   def report(result: dict, final: bool) -> str:
     rows = summary_rows(result["records"])
@@ -389,9 +467,12 @@ def main() -> None:
         "versions": {"nt_env_pins": list(nt_env.PINS)},
         "summary": rows,
         "markdown": table,
+        "command": command,
+        "jax": next((r["jax"] for r in result["records"]
+                     if r["side"] == "ours" and "jax" in r), None),
         "nt_traced_convention": "NT's trace_axes=(-1,) is the mean over outputs; ours the sum",
     })
-    out.write_text(json.dumps(result, indent=1))
+    partial.write_text(json.dumps(result, indent=1))
     return table
 
   def checkpoint(records, started):
@@ -399,9 +480,20 @@ def main() -> None:
 
   result = sweep(args, checkpoint)
   table = report(result, final=True)
-  plot(result["records"], out.with_suffix(".png"))
   print(table)
-  print(f"\nwrote {out} and {out.with_suffix('.png')}")
+  # A configuration that crashed makes the sweep incomplete; one that ran
+  # past --timeout-s is a measurement (too slow here), recorded like a skip.
+  errors = [r for r in result["records"]
+            if "error" in r and not r["error"].startswith("timed out")]
+  if errors:
+    print(f"\n{len(errors)} records failed (first: {errors[0]['error'][:300]}); "
+          f"{out_dir} left unchanged, results in {partial}", file=sys.stderr)
+    sys.exit(1)
+  publish({"exact_kernel.json": json.dumps(result, indent=1),
+           "exact_kernel.md": markdown_document(result),
+           "exact_kernel.png": plot_png(result["records"])}, out_dir)
+  partial.unlink()
+  print(f"\nwrote exact_kernel.json, exact_kernel.md and exact_kernel.png in {out_dir}")
 
 
 if __name__ == "__main__":

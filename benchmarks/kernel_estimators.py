@@ -25,8 +25,11 @@ few PGD steps on each network (so that distances are far from zero):
     python benchmarks/kernel_estimators.py --quick      # ~10 min on 2 CPU cores
     python benchmarks/kernel_estimators.py              # the full sweep
 
-Writes benchmarks/results/kernel_estimators[_quick].json and .png plots and
-prints Markdown tables.
+Writes `--out`/estimators_accuracy[_quick].{json,md,png} (default
+benchmarks/results/) and prints Markdown tables. While it runs, its progress
+is in `<stem>.<part>.partial.json`; the committed files change only when a
+part has finished, and keep what this run did not redo (e.g. `--only cost`
+keeps the accuracy tables).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import os
 import pathlib
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -385,7 +389,7 @@ def accuracy_table(acc):
   return "\n".join(lines)
 
 
-def plots(result, stem):
+def plots(result, path: pathlib.Path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -427,17 +431,44 @@ def plots(result, stem):
            title="cost relative to adversarial training (dotted: 2x)")
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(RESULTS / f"{stem}.png", dpi=120)
+  fig.savefig(path, dpi=120)
 
 
 def _save(path, result, key):
-  """Writes `result`, keeping what another run (e.g. `--only cost` beside
-  `--only accuracy`) wrote meanwhile under the other keys."""
-  current = json.loads(path.read_text()) if path.exists() else {}
+  """Progress of this run's part `key`, in its own partial file."""
+  path.write_text(json.dumps({k: v for k, v in result.items()
+                              if k not in ("accuracy", "cost") or k == key}, indent=1))
+
+
+def publish(out: pathlib.Path, stem: str, result: dict, parts) -> list[str]:
+  """`<stem>.json`, `.md`, `.png` with this run's `parts` replaced; the rest kept.
+
+  Re-reads the committed JSON now, so a part another run published meanwhile
+  stays; writes to a temporary folder and moves the files into place.
+  """
+  final = out / f"{stem}.json"
+  current = json.loads(final.read_text()) if final.exists() else {}
   current.update({k: v for k, v in result.items() if k not in ("accuracy", "cost")})
-  current[key] = result[key]
-  path.write_text(json.dumps(current, indent=1))
-  result.update(current)
+  for part in parts:
+    current[part] = result[part]
+  tables = []
+  if "cost" in current:
+    tables.append(cost_table(current["cost"]))
+  if "accuracy" in current:
+    tables.append(accuracy_table(current["accuracy"]))
+  staging = out / f".{stem}.tmp"
+  shutil.rmtree(staging, ignore_errors=True)
+  staging.mkdir(parents=True)
+  try:
+    (staging / f"{stem}.json").write_text(json.dumps(current, indent=1))
+    (staging / f"{stem}.md").write_text("\n\n".join(tables) + "\n")
+    if "accuracy" in current:
+      plots(current, staging / f"{stem}.png")
+    for path in sorted(staging.iterdir()):
+      os.replace(path, out / path.name)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return tables
 
 
 def main():
@@ -474,6 +505,7 @@ def main():
                       help="largest VGG-16 batch with an exact-distance row")
   parser.add_argument("--append-cost", action="store_true",
                       help="keep the JSON's other cost rows instead of replacing them")
+  parser.add_argument("--out", default=str(RESULTS), help="results folder")
   parser.add_argument("--single", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.single:
@@ -482,11 +514,13 @@ def main():
           flush=True)
     return
 
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  stem = "kernel_estimators_quick" if args.quick else "kernel_estimators"
-  path = RESULTS / f"{stem}.json"
-  result = json.loads(path.read_text()) if path.exists() else {}
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  stem = "estimators_accuracy_quick" if args.quick else "estimators_accuracy"
+  committed = out / f"{stem}.json"
+  result = json.loads(committed.read_text()) if committed.exists() else {}
   result.update(device=str(jax.devices()[0]), jax=jax.__version__, quick=args.quick)
+  parts = []
 
   if args.only in (None, "accuracy"):
     ks = [1, 2, 4, 8, 16, 32, 64] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -507,11 +541,12 @@ def main():
 
       def save_partial(partial, model_name=model_name):
         result["accuracy"][model_name] = merged(partial)
-        _save(path, result, "accuracy")
+        _save(out / f"{stem}.accuracy.partial.json", result, "accuracy")
       result["accuracy"][model_name] = merged(accuracy(
           model_name, 64, ks, keys_for, names=names, num_masks=num_masks,
           save_partial=save_partial))
-      _save(path, result, "accuracy")
+      _save(out / f"{stem}.accuracy.partial.json", result, "accuracy")
+    parts.append("accuracy")
 
   if args.only in (None, "cost"):
     rows = []
@@ -551,17 +586,13 @@ def main():
       fresh = {row_key(r) for r in rows}
       rows = [r for r in result.get("cost", []) if row_key(r) not in fresh] + rows
     result["cost"] = rows
-    _save(path, result, "cost")
+    parts.append("cost")
 
-  tables = []
-  if "cost" in result:
-    tables.append(cost_table(result["cost"]))
-  if "accuracy" in result:
-    tables.append(accuracy_table(result["accuracy"]))
-    plots(result, stem)
-  (RESULTS / f"{stem}.md").write_text("\n\n".join(tables) + "\n")
+  tables = publish(out, stem, result, parts)
+  for part in parts:
+    (out / f"{stem}.{part}.partial.json").unlink(missing_ok=True)
   print("\n" + "\n\n".join(tables))
-  print(f"\nwrote {path}")
+  print(f"\nwrote {committed}")
 
 
 if __name__ == "__main__":

@@ -3,18 +3,24 @@
 One sweep (`benchmarks/sweep.py ... --set seed=<s>`) is one draw of every
 ticket: the seed drives initialisation, masks, data order, PGD starts and the
 evaluation. A ranking between two tickets needs that draw's spread, so this
-reads several sweeps of the same preset and schedule and writes
+reads several sweeps of the same config and schedule and writes, under
+`--out` (default benchmarks/results/, where the sweeps are read from too):
 
-    benchmarks/results/<name>.json  {"inputs", "seeds", "rows", "paired", ...}
-    benchmarks/results/<name>.md    mean ± std per ticket; AWT − random per seed
-    benchmarks/results/<name>.png   robust accuracy vs density with ±std bars
+    <name>.json  {"inputs", "seeds", "threat_model", "rows", "paired", ...}
+    <name>.md    the threat model; mean ± std per ticket; AWT − random per seed
+    <name>.png   robust accuracy vs density with ±std bars
+
+A sweep over several seeds in one invocation (`benchmarks/sweep.py --config
+... --seeds 0,1,2`) writes the same `<sweep>_seeds.*` itself, through
+`aggregate` and `write` below.
 
 `paired` compares AWT with the random mask at each density on the same seed
 (same initialisation, same data order): the per-seed differences, their mean,
 standard error, and a two-sided paired t-test (scipy.stats.ttest_rel).
 
-    python benchmarks/seeds.py --name mnist_mlp_table1_seeds \
-        mnist_mlp_table1_pixel_eps mnist_mlp_table1_seed1 mnist_mlp_table1_seed2
+    python benchmarks/seeds.py --name table1_mnist_mlp_eps092_10ep_seeds \
+        table1_mnist_mlp_eps092_10ep_seed0 table1_mnist_mlp_eps092_10ep_seed1 \
+        table1_mnist_mlp_eps092_10ep_seed2 table1_mnist_mlp_eps092_10ep_seed3
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
+import shutil
 import statistics
 import sys
 
@@ -79,7 +87,7 @@ def load(names, results_dir: pathlib.Path | None = None) -> list[dict]:
 
 
 def _attack_order(attacks) -> list[str]:
-  """PGD first, then the others by name: the README's column order."""
+  """PGD first, then the others by name: the docs' column order."""
   return sorted(attacks, key=lambda a: (not a.startswith("pgd"), a))
 
 
@@ -107,19 +115,33 @@ def aggregate(sweeps) -> dict:
         "robust_accuracy": {a: _summary([r["robust_accuracy"][a] for _, r in draws])
                             for a in attacks},
     })
+  # Every AWT ticket (`awt`, or `awt[<estimator>]`) against every other
+  # masked method at its density, on the seeds both ran: random first, then
+  # the ablations (`awt_no_kernel`, `ntt`, `magnitude`, ...).
   paired = []
-  targets = sorted({t for m, t in by_key if m == "awt"} & {t for m, t in by_key if m == "random"},
-                   reverse=True)
+  methods = {m for m, _ in by_key if m != "dense"}
+  treatments = sorted(m for m in methods if _is_awt(m))
+  baselines = sorted(methods - set(treatments), key=lambda m: (m != "random", m))
+  targets = sorted({t for m, t in by_key if m in treatments}, reverse=True)
   for target in targets:
-    awt = dict(by_key[("awt", target)])
-    rnd = dict(by_key[("random", target)])
-    common = sorted(set(awt) & set(rnd))
-    attacks = _attack_order(set.intersection(*(set(awt[s]["robust_accuracy"]) for s in common)))
-    for metric in ["natural", *attacks]:
-      def value(row):
-        return row["natural_accuracy"] if metric == "natural" else row["robust_accuracy"][metric]
-      paired.append(_paired(target, metric, common, [value(awt[s]) for s in common],
-                            [value(rnd[s]) for s in common]))
+    for treatment in treatments:
+      for baseline in baselines:
+        if (treatment, target) not in by_key or (baseline, target) not in by_key:
+          continue
+        awt = dict(by_key[(treatment, target)])
+        rnd = dict(by_key[(baseline, target)])
+        common = sorted(set(awt) & set(rnd))
+        if not common:
+          continue
+        attacks = _attack_order(
+            set.intersection(*(set(awt[s]["robust_accuracy"]) for s in common)))
+        for metric in ["natural", *attacks]:
+          def value(row):
+            return (row["natural_accuracy"] if metric == "natural"
+                    else row["robust_accuracy"].get(metric, float("nan")))
+          entry = _paired(target, metric, common, [value(awt[s]) for s in common],
+                          [value(rnd[s]) for s in common])
+          paired.append(dict(entry, method=treatment, baseline=baseline))
   # How far each ticket's test curve stays from the dense one (sweep.py's
   # curve_gaps, in sweeps that have a dense row): AWT − random < 0 means
   # AWT's curve is the closer one.
@@ -128,7 +150,7 @@ def aggregate(sweeps) -> dict:
     for gap in sweep.get("curve_gaps", []):
       gaps.setdefault((gap["method"], gap["target_density"]), {})[seed] = gap
   curve_paired = []
-  for target in targets:
+  for target in sorted({t for m, t in by_key if m == "awt"}, reverse=True):
     awt, rnd = gaps.get(("awt", target), {}), gaps.get(("random", target), {})
     common = sorted(set(awt) & set(rnd))
     if common:
@@ -136,6 +158,11 @@ def aggregate(sweeps) -> dict:
         curve_paired.append(_paired(target, metric, common, [awt[s][metric] for s in common],
                                     [rnd[s][metric] for s in common]))
   return {"seeds": seeds, "rows": rows, "paired": paired, "curve_paired": curve_paired}
+
+
+def _is_awt(method: str) -> bool:
+  """The searched ticket (`awt`, `awt[<estimator>]`), not its ablation `awt_no_kernel`."""
+  return method == "awt" or method.startswith("awt[")
 
 
 def _paired(target, metric, seeds, awt_values, random_values) -> dict:
@@ -158,18 +185,51 @@ def _pm(summary: dict) -> str:
   return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
 
 
+_ATTACK_NAMES = {"pgd": "PGD", "cw": "CW", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T",
+                 "square": "Square", "fgsm": "FGSM"}
+
+
+def _threat_model_text(tm: dict) -> str:
+  """`L∞ ε = 0.3 (pixels); PGD-100 ×5 restarts, ...` (as benchmarks/sweep.py writes it)."""
+  norm = {"linf": "L∞", "l2": "L2"}.get(tm["norm"], tm["norm"])
+  attacks = []
+  for a in tm.get("attacks", []):
+    name = _ATTACK_NAMES.get(a["name"], a["name"])
+    restarts = a.get("restarts", 1)
+    attacks.append(f"{name} ({a['steps']} queries)" if a["name"] == "square" else
+                   f"{name}-{a['steps']} ×{restarts} restart{'s' if restarts != 1 else ''}")
+  return f"{norm} ε = {tm['epsilon']:.4g} ({tm.get('units', 'pixels')}); " + ", ".join(attacks)
+
+
+def threat_model_of(result: dict) -> dict | None:
+  """The sweep's threat model: its own, its rows', else read from its overrides."""
+  if result.get("threat_model"):
+    return result["threat_model"]
+  for row in result.get("rows", []):
+    if row.get("threat_model"):
+      return row["threat_model"]
+  return None
+
+
 def markdown(result: dict) -> str:
   rows = result["rows"]
   attacks = _attack_order({a for r in rows for a in r["robust_accuracy"]})
   head = ["ticket", "density", "n", "natural"] + attacks
-  lines = [f"Mean ± std over seeds {result['seeds']} (%):", "",
+  lines = []
+  if result.get("threat_model"):
+    lines += [f"Threat model: {_threat_model_text(result['threat_model'])}.", ""]
+  lines += [f"Mean ± std over seeds {result['seeds']} (%):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
     cells = [r["method"], f"{100 * r['density']:.1f}%", str(r["n"]), _pm(r["natural_accuracy"])]
     cells += [_pm(r["robust_accuracy"][a]) if a in r["robust_accuracy"] else "" for a in attacks]
     lines.append("| " + " | ".join(cells) + " |")
+  pairs = {(p.get("method", "awt"), p.get("baseline", "random")) for p in result.get("paired", [])}
+  named = pairs != {("awt", "random")}
   sections = [
-      ("paired", "AWT − random on the same seed (points; mean ± standard error, "
+      ("paired", "AWT − baseline on the same seed (points; mean ± standard error, "
+                 "two-sided paired t-test):" if named else
+                 "AWT − random on the same seed (points; mean ± standard error, "
                  "two-sided paired t-test):", "AWT ahead"),
       ("curve_paired", "Distance of the test curve from the dense network's, AWT − random "
                        "on the same seed (points of mean |ticket − dense| over epochs; "
@@ -182,10 +242,12 @@ def markdown(result: dict) -> str:
               f"| density | metric | per seed | mean ± s.e. | {ahead} | p |",
               "|---|---|---|---|---|---|"]
     for p in result[key]:
+      metric = (f"{p['metric']}, {p.get('method', 'awt')} − {p.get('baseline', 'random')}"
+                if named and key == "paired" else p["metric"])
       per_seed = ", ".join(f"{100 * d:+.1f}" for d in p["differences"])
       se = f" ± {100 * p['stderr']:.1f}" if "stderr" in p else ""
       pval = f"{p['p_value']:.3f}" if "p_value" in p else ""
-      lines.append(f"| {100 * p['target_density']:.1f}% | {p['metric']} | {per_seed} | "
+      lines.append(f"| {100 * p['target_density']:.1f}% | {metric} | {per_seed} | "
                    f"{100 * p['mean']:+.1f}{se} | {p['awt_ahead']}/{p['n']} | {pval} |")
   return "\n".join(lines) + "\n"
 
@@ -229,27 +291,50 @@ def plot(result: dict, path: pathlib.Path, title: str) -> bool:
   return True
 
 
+def write(folder: pathlib.Path, name: str, result: dict) -> str:
+  """`<name>.json`, `.md` and `.png` of an aggregated result, in `folder`."""
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / f"{name}.json").write_text(json.dumps(result, indent=1))
+  md = markdown(result)
+  (folder / f"{name}.md").write_text(md)
+  schedule = result.get("schedule") or {}
+  title = (f"{os.path.basename(str(result['config_file']))}: search "
+           f"{schedule.get('search_epochs')} + train {schedule.get('train_epochs')} epochs, "
+           f"seeds {result['seeds']}")
+  tm = result.get("threat_model")
+  if tm:
+    title += f"\n{_threat_model_text(tm)}"
+  plot(result, folder / f"{name}.png", title)
+  return md
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("sweeps", nargs="+", help="sweep result names (benchmarks/results/<name>.json)")
-  parser.add_argument("--name", required=True, help="output name under benchmarks/results/")
+  parser.add_argument("sweeps", nargs="+", help="sweep result names (<out>/<name>.json)")
+  parser.add_argument("--name", required=True, help="output name under --out")
+  parser.add_argument("--out", help="results folder (default benchmarks/results)")
   args = parser.parse_args(argv)
   if len(args.sweeps) < 2:
     raise SystemExit("give at least two sweeps (seeds) to measure a spread")
-  sweeps = load(args.sweeps)
+  out = pathlib.Path(args.out) if args.out else RESULTS
+  sweeps = load(args.sweeps, out)
   result = {"inputs": args.sweeps, "preset": sweeps[0]["preset"],
             "config_file": sweeps[0]["config_file"],
             "overrides": _without_seed(sweeps[0]["overrides"]),
+            "threat_model": threat_model_of(sweeps[0]),
             "schedule": sweeps[0].get("schedule"), **aggregate(sweeps)}
-  (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
-  md = markdown(result)
-  (RESULTS / f"{args.name}.md").write_text(md)
-  schedule = result["schedule"] or {}
-  title = (f"{result['config_file']}: search {schedule.get('search_epochs')} + train "
-           f"{schedule.get('train_epochs')} epochs, seeds {result['seeds']}")
-  plot(result, RESULTS / f"{args.name}.png", title)
+  # Written whole to a temporary folder first: an interrupted run leaves
+  # the committed files as they were.
+  tmp = out / f".{args.name}.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    md = write(tmp, args.name, result)
+    for path in sorted(tmp.iterdir()):
+      os.replace(path, out / path.name)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
   print(md)
-  print(f"wrote {RESULTS / args.name}.json, .md, .png")
+  print(f"wrote {out / args.name}.json, .md, .png")
   return 0
 
 

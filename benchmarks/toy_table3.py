@@ -17,7 +17,8 @@ Rows (all on the same training set, the runner's `data.load` for the seed):
 * ntt: the same search with ε = 0 (contrast).
 * random: a uniformly random 10% mask, PGD adversarially trained (contrast).
 
-The runner uses `configs/toy_gaussian.py` unchanged (its AWT search settings:
+The runner uses `configs/paper/toy_table3.py` (`configs/toy_gaussian.py`
+unchanged; its AWT search settings:
 cubic density schedule, `search.l2_weight` 3, `search.learning_rate` 2e-3;
 see that file for why) with `seed` set; the weights come from
 `scalable_awt.load_trained`. Every row is evaluated on `--num-test` fresh test
@@ -27,10 +28,11 @@ the closed-form robust accuracy, and the robust accuracy measured by L2 PGD
 a linear model) with its binomial standard error at the closed form; the
 measured value "agrees" when it is within 3 standard errors.
 
-    python benchmarks/toy_table3.py              # seed 0, 20,000 test points
-    python benchmarks/toy_table3.py --seed 1
+    python benchmarks/toy_table3.py --config configs/paper/toy_table3.py   # seed 0
+    python benchmarks/toy_table3.py --seed 1 --out runs/toy_seed1
 
-Writes benchmarks/results/toy_table3.{json,md,png} (`--out`).
+Writes `--out`/table3_toy.{json,md,png} (default benchmarks/results/), all
+three at once when the run has finished (never a partial table).
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ from scalable_awt import data as data_lib  # noqa: E402
 from scalable_awt import gaussian_toy as gt  # noqa: E402
 from scalable_awt import train  # noqa: E402
 
-CONFIG = ROOT / "configs" / "toy_gaussian.py"
+CONFIG = ROOT / "configs" / "paper" / "toy_table3.py"
+NAME = "table3_toy"  # Results stem under --out.
 RESULTS = ROOT / "benchmarks" / "results"
 AGREE_SE = 3.0
 
@@ -87,8 +90,8 @@ LABELS = {"bayes": "Bayes (w = mu)", "svm": "SVM (LinearSVC)",
           "awt": "AWT 10%", "ntt": "NTT 10%", "random": "random 10%"}
 
 
-def load_config():
-  spec = importlib.util.spec_from_file_location(CONFIG.stem, CONFIG)
+def load_config(path: pathlib.Path = CONFIG):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
@@ -271,11 +274,14 @@ def main(argv=None) -> dict:
   parser.add_argument("--workdir", default="",
                       help="keep the runner's workdirs here (default: a "
                            "temporary folder, deleted at the end)")
-  parser.add_argument("--out", default=str(RESULTS))
+  parser.add_argument("--config", default=str(CONFIG.relative_to(ROOT)),
+                      help="the toy's runner config (default configs/paper/toy_table3.py)")
+  parser.add_argument("--out", default=str(RESULTS), help="results folder")
   args = parser.parse_args(argv)
 
   start = time.time()
-  config = load_config()
+  config_path = pathlib.Path(args.config)
+  config = load_config(config_path if config_path.is_absolute() else ROOT / config_path)
   config.seed = args.seed
   d = config.data
   epsilon = float(config.attack.epsilon)
@@ -364,10 +370,18 @@ def main(argv=None) -> dict:
   }
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "toy_table3.json").write_text(json.dumps(report, indent=1) + "\n")
-  md = markdown(report)
-  (out / "toy_table3.md").write_text(md)
-  plot(report, out / "toy_table3.png")
+  # Written to a temporary folder, then moved into place: the committed
+  # table is replaced only by a finished one.
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=out))
+  try:
+    (staging / f"{NAME}.json").write_text(json.dumps(report, indent=1) + "\n")
+    md = markdown(report)
+    (staging / f"{NAME}.md").write_text(md)
+    plot(report, staging / f"{NAME}.png")
+    for path in sorted(staging.iterdir()):
+      os.replace(path, out / path.name)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
   print(md)
   return report
 

@@ -14,6 +14,8 @@ def get_config(arg=None):
   c = config_schema.get_config()
   c.data.name = "cifar10"
   c.model.name = "cnn"
+  # The dense network, a random ticket and the AWT ticket, all at one density.
+  c.methods = ("dense", "random", "awt")
   c.search.density = 0.1
   c.attack.epsilon = 8 / 255
   c.attack.train_steps = 10

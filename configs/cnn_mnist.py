@@ -1,7 +1,7 @@
 r"""The paper's 6-layer CNN on MNIST, PGD training at eps = 0.3.
 
 Command:  python -m scalable_awt.main --config configs/cnn_mnist.py --workdir runs/cnn_mnist \
-            --config.data.data_dir=../shared/data/mnist
+            --config.data.data_dir=data/mnist
 Smoke:    ... --config configs/cnn_mnist.py:smoke  (about a minute on 2 cores)
 Time:     20 epochs; hours on 2 CPU cores, several minutes on one GPU.
 Expected: dense about 0.99 natural / 0.9+ PGD accuracy at eps=0.3.
@@ -13,6 +13,8 @@ def get_config(arg=None):
   c = config_schema.get_config()
   c.data.name = "mnist"
   c.model.name = "cnn"
+  # The dense network, a random ticket and the AWT ticket, all at one density.
+  c.methods = ("dense", "random", "awt")
   c.search.density = 0.1
   c.attack.epsilon = 0.3
   c.attack.train_steps = 10

@@ -2,8 +2,9 @@ r"""The paper's Appendix C.1 toy: two Gaussians in 100-D, linear classifier.
 
 Command:  python -m scalable_awt.main --config configs/toy_gaussian.py --workdir runs/toy
 Smoke:    ... --config configs/toy_gaussian.py:smoke
-Table 3:  python benchmarks/toy_table3.py   (this config, plus Bayes, SVM and
-          natural training; writes benchmarks/results/toy_table3.{json,md,png})
+Table 3:  python benchmarks/toy_table3.py --config configs/paper/toy_table3.py
+          (this config, plus Bayes, SVM and natural training; writes
+          benchmarks/results/table3_toy.{json,md,png})
 Time:     about a minute on 2 busy CPU cores (search 24 s, training 21 s).
 Expected: x = s*mu + z, mu on 10 of 100 coordinates, ||mu||/sigma = 3.09,
           eps = 2.08 (L2); closed form Phi(3.09 cos(theta) - 2.08). Seed 0,

@@ -6,15 +6,33 @@ training of the ticket for 20 epochs; dense and random-mask baselines beside it.
 
 Command:  python -m scalable_awt.main --config configs/vgg16_cifar10.py --workdir runs/vgg16 \
             --config.data.data_dir=data/cifar10 --config.search.density=0.05
-Smoke:    ... --config configs/vgg16_cifar10.py:smoke  (about a minute on 2 cores)
-Time:     20 epochs x 781 steps x PGD-10 per ticket: hours on one GPU.
+Smoke:    ... --config configs/vgg16_cifar10.py:smoke  (VGG-16 at 1/16 width on 256
+          images: a few minutes on 2 CPU cores, progress shown from the start)
+GPU:      launch/gpu_vgg16.sh MINUTES CIFAR10 OUT (the `gpu` argument: full width,
+          the cheap search levers, evaluation on 2,000 test images, phases cut
+          to the time budget)
+Time:     20 epochs x 703 steps x PGD-10 per ticket: hours on one GPU; the
+          progress line gives the measured time per epoch after the first steps.
 Expected: dense roughly 0.78-0.8 natural / 0.45-0.5 PGD accuracy (the usual
           VGG-16 PGD numbers); the random ticket several points lower.
 """
 from scalable_awt import config_schema
 
+WORDS = ("gpu",)
+
+
+def _cheap_search(c):
+  """The search levers of benchmarks/search_cost.py (docs/reproduction/estimators.md):
+  the kernel term on 8 examples every 8th step, the teacher's examples cached."""
+  c.search.kernel_batch = 8
+  c.search.kernel_period = 8
+  c.search.teacher_cache = True
+
 
 def get_config(arg=None):
+  words = {w for w in (arg or "").split(",") if w}
+  own = words & set(WORDS)
+  shared = config_schema.parse_arg(",".join(sorted(words - own)))
   c = config_schema.get_config()
   c.data.name = "cifar10"
   c.model.name = "vgg16"
@@ -28,6 +46,7 @@ def get_config(arg=None):
   c.search.num_samples = 8
   c.search.epochs = 10
   c.search.batch_size = 64
+  _cheap_search(c)
   c.attack.epsilon = 8 / 255
   c.attack.train_steps = 10
   c.attack.train_step_size = 2 / 255
@@ -39,12 +58,19 @@ def get_config(arg=None):
   c.eval.pgd_steps = 50
   c.eval.batch_size = 256
   c.checkpoint.every_steps = 500
-  if "smoke" in config_schema.parse_arg(arg):
+  if "gpu" in own:
+    c.eval.num_examples = 2000
+    c.checkpoint.every_steps = 200
+  if "smoke" in shared:
     config_schema.apply_smoke(c)
-    c.data.num_train = 128
-    c.data.num_test = 32
-    c.eval.num_examples = 32
+    c.model.vgg_width = 1 / 16
+    c.data.num_train = 256
+    c.data.num_test = 64
+    c.data.validation_examples = 64
+    c.search.batch_size = 16
+    c.train.batch_size = 16
+    c.eval.num_examples = 64
     c.train.epochs = 1
     c.train.curve_examples = 32
-    c.attack.train_steps = 1
+    c.attack.train_steps = 2
   return c

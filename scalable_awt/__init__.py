@@ -2,7 +2,10 @@
 
 
 def load_trained(workdir, model_name=None):
-  """`(apply_fn, params)` of a trained model in `workdir`; see `train.load_trained`."""
+  """`(apply_fn, params)` of a trained ticket in `workdir` (AWT by default).
+
+  See `train.load_trained`; `model_name` picks another method of the run.
+  """
   from scalable_awt.train import load_trained as _load_trained
   return _load_trained(workdir, model_name)
 

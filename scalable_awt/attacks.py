@@ -1,4 +1,9 @@
-"""White-box L∞ / L2 attacks in JAX: FGSM, PGD, APGD-CE and a restarts wrapper.
+"""L∞ / L2 attacks in JAX: FGSM, PGD, APGD-CE, APGD-T, Square and restarts.
+
+FGSM, PGD and APGD (Croce & Hein 2020; APGD-CE on the cross-entropy, APGD-T on
+the targeted DLR loss) are white-box gradient attacks; Square (Andriushchenko
+et al. 2020) is a score-based black-box attack that only queries the logits,
+so it is not fooled by masked or obfuscated gradients.
 
 Every attack takes any `apply_fn(params, x) -> logits` (shape `(batch, C)`),
 a batch `x` of any rank (flat `(B, D)` or images `(B, H, W, C)`) and integer
@@ -15,16 +20,20 @@ zero, so the result stays in the ball for both norms.
 Conventions that make the attacks testable:
 
 * Deterministic given `key`; pure and `jax.jit`-compatible (loops are
-  `lax.fori_loop`). `epsilon`, `step_size` may be Python floats or scalars;
-  `num_steps`, `norm`, `loss`, `domain` must be static (Python values).
-* `pgd` and `apgd_ce` return, per example, the *worst point they visited*:
-  a misclassified one if any iterate was misclassified, otherwise the one with
-  the highest loss (as AutoAttack does). Therefore, with the same key and step
-  size, more steps can never raise robust accuracy. Madry-style training wants
-  the last iterate instead; `adversarial_training` calls `pgd_last_iterate`.
+  `lax.fori_loop`, Square's a `lax.while_loop` that ends once every example
+  is fooled). `epsilon`, `step_size` may be Python floats or scalars;
+  `num_steps`, `num_targets`, `num_queries`, `norm`, `loss`, `domain` must be
+  static (Python values).
+* `pgd`, `apgd_ce`, `apgd_t` and `square` return, per example, the *worst
+  point they visited*: a misclassified one if any iterate was misclassified,
+  otherwise the one with the highest loss (as AutoAttack does). Therefore,
+  for `pgd` with the same key and step size, more steps can never raise
+  robust accuracy. Madry-style training wants the last iterate instead;
+  `adversarial_training` calls `pgd_last_iterate`.
 * Losses (maximised by the attacker): "ce" is the cross-entropy of the true
   label; "margin" is the Carlini–Wagner margin `max_{j≠y} z_j − z_y`, positive
-  exactly when the example is misclassified.
+  exactly when the example is misclassified; `targeted_dlr_loss` is APGD-T's
+  objective. Whatever the loss, "fooled" means `argmax z ≠ y` (untargeted).
 * Gradients are taken in inference mode of whatever `apply_fn` the caller
   passes (see `models.make_apply_fn`): the attack never changes model state.
 """
@@ -184,11 +193,43 @@ def per_example_loss(logits: jax.Array, y: jax.Array, loss: str) -> jax.Array:
   raise ValueError(f"Unknown loss {loss!r}; use one of {LOSSES}.")
 
 
+def targeted_dlr_loss(logits: jax.Array, y: jax.Array,
+                      target: jax.Array) -> jax.Array:
+  """APGD-T's targeted DLR loss `(B,)`; larger is more adversarial.
+
+  `−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e-12)`, with `z_π1 ≥ z_π2 ≥ …`
+  the sorted logits and `t` the target class (Croce & Hein 2020, eq. 7). The
+  ratio is invariant to shifting and rescaling the logits, so a model cannot
+  hide behind large or saturated logits. With fewer than 4 classes `z_π4`
+  does not exist; the loss is then the unnormalised `z_t − z_y`.
+  """
+  true = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  tgt = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
+  if logits.shape[-1] < 4:
+    return tgt - true
+  top = jax.lax.top_k(logits, 4)[0]
+  scale = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _TINY
+  return -(true - tgt) / scale
+
+
+def _as_loss_fn(loss) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """`loss` as `fn(logits, y) -> (B,)`: a name from `LOSSES` or a callable."""
+  if callable(loss):
+    return loss
+  check_loss(loss)
+  return lambda logits, y: per_example_loss(logits, y, loss)
+
+
 def _loss_and_grad(apply_fn, params, x, y, loss):
-  """Per-example loss `(B,)`, misclassified flags `(B,)` and `d loss_i / d x_i`."""
+  """Per-example loss `(B,)`, misclassified flags `(B,)` and `d loss_i / d x_i`.
+
+  `loss` is a name from `LOSSES` or a callable `(logits, y) -> (B,)`.
+  """
+  loss_fn = _as_loss_fn(loss)
+
   def total(x_):
     logits = apply_fn(params, x_)
-    losses = per_example_loss(logits, y, loss)
+    losses = loss_fn(logits, y)
     # The sum decouples the examples: d(sum)/dx_i = d loss_i / dx_i for any
     # model that maps examples independently (inference mode).
     return jnp.sum(losses), (losses, jnp.argmax(logits, axis=-1) != y)
@@ -328,8 +369,9 @@ def pgd_last_iterate(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
 
 
 # --------------------------------------------------------------------------
-# APGD-CE (Croce & Hein 2020, "Reliable evaluation of adversarial robustness
-# with an ensemble of diverse parameter-free attacks", Algorithm 1).
+# APGD-CE and APGD-T (Croce & Hein 2020, "Reliable evaluation of adversarial
+# robustness with an ensemble of diverse parameter-free attacks", Algorithm 1;
+# AutoAttack's targeted version on the DLR loss).
 # --------------------------------------------------------------------------
 
 def apgd_checkpoints(num_steps: int) -> list[int]:
@@ -353,29 +395,9 @@ def _apgd_schedule(num_steps: int) -> tuple[int, int, int]:
           max(int(0.06 * num_steps), 1))
 
 
-def apgd_ce(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
-            key: jax.Array, epsilon, num_steps: int = 100, norm: str = "linf",
-            domain=(0.0, 1.0), rho: float = 0.75, momentum: float = 0.75,
-            initial_step: float = 2.0, random_start: bool = True,
-            loss: str = "ce") -> jax.Array:
-  """Auto-PGD on the cross-entropy: PGD with momentum and no step size to tune.
-
-  The step size starts at `initial_step · ε` (2ε) and is halved, per example,
-  at each checkpoint `w_j` (see `apgd_checkpoints`) where either
-    1. the loss increased in at most a fraction `rho` of the steps since the
-       previous checkpoint, or
-    2. neither the step size nor the best loss changed since the previous
-       checkpoint (not checked at the first one);
-  after a halving the iterate restarts from the best point found so far. The
-  update is `z = P(x_k + η ∇̃)`, `x_{k+1} = P(x_k + a(z − x_k) + (1−a)(x_k −
-  x_{k−1}))` with `a = 1` on the first step and `momentum` (0.75) after, where
-  `∇̃` is `sign(∇)` (L∞) or `∇/‖∇‖` (L2) and `P` the projection of `pgd`.
-
-  The start is uniform in the ball (`random_start=True`) or `x`. Returns per
-  example a misclassified point if one was found, otherwise the highest-loss
-  point. `loss="margin"` gives the same algorithm on the CW margin.
-  """
-  check_norm(norm), check_loss(loss)
+def _check_apgd_args(*, norm, epsilon, num_steps, domain, x, y, rho,
+                     momentum):
+  check_norm(norm)
   _check_nonnegative("epsilon", epsilon)
   num_steps = _check_steps("num_steps", num_steps, 1)
   domain = check_domain(domain)
@@ -384,6 +406,16 @@ def apgd_ce(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
     raise ValueError(f"rho={rho} must be in [0, 1].")
   if not 0.0 <= momentum <= 1.0:
     raise ValueError(f"momentum={momentum} must be in [0, 1].")
+  return num_steps, domain
+
+
+def _apgd(apply_fn, params, x, y, *, key, loss_fn, epsilon, num_steps, norm,
+          domain, rho, momentum, initial_step, random_start):
+  """The APGD iteration of `apgd_ce` on any loss `loss_fn(logits, y) -> (B,)`.
+
+  Arguments are already checked. Returns per example the first misclassified
+  iterate if there is one, otherwise the highest-loss iterate.
+  """
   x = jnp.asarray(x)
   params = jax.lax.stop_gradient(params)
   batch = x.shape[0]
@@ -400,7 +432,7 @@ def apgd_ce(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
   def direction(g):
     return jnp.sign(g) if norm == "linf" else _l2_normalise(g)
 
-  loss0, wrong0, grad0 = _loss_and_grad(apply_fn, params, x0, y, loss)
+  loss0, wrong0, grad0 = _loss_and_grad(apply_fn, params, x0, y, loss_fn)
   # losses[t] is the loss after t steps (losses[0] at the start point).
   losses_hist = jnp.zeros((num_steps + 1, batch), x.dtype).at[0].set(loss0)
   state = dict(
@@ -421,7 +453,7 @@ def apgd_ce(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
     x_new = proj(x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - s["x_prev"]))
 
     loss_new, wrong_new, grad_new = _loss_and_grad(apply_fn, params, x_new, y,
-                                                   loss)
+                                                   loss_fn)
     newly_fooled = wrong_new & ~s["fooled"]
     x_fooled = _select(newly_fooled, x_new, s["x_fooled"])
     fooled = s["fooled"] | wrong_new
@@ -462,6 +494,281 @@ def apgd_ce(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
 
   s = jax.lax.fori_loop(0, num_steps, body, state)
   return _select(s["fooled"], s["x_fooled"], s["x_best"])
+
+
+def apgd_ce(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
+            key: jax.Array, epsilon, num_steps: int = 100, norm: str = "linf",
+            domain=(0.0, 1.0), rho: float = 0.75, momentum: float = 0.75,
+            initial_step: float = 2.0, random_start: bool = True,
+            loss: str = "ce") -> jax.Array:
+  """Auto-PGD on the cross-entropy: PGD with momentum and no step size to tune.
+
+  The step size starts at `initial_step · ε` (2ε) and is halved, per example,
+  at each checkpoint `w_j` (see `apgd_checkpoints`) where either
+    1. the loss increased in at most a fraction `rho` of the steps since the
+       previous checkpoint, or
+    2. neither the step size nor the best loss changed since the previous
+       checkpoint (not checked at the first one);
+  after a halving the iterate restarts from the best point found so far. The
+  update is `z = P(x_k + η ∇̃)`, `x_{k+1} = P(x_k + a(z − x_k) + (1−a)(x_k −
+  x_{k−1}))` with `a = 1` on the first step and `momentum` (0.75) after, where
+  `∇̃` is `sign(∇)` (L∞) or `∇/‖∇‖` (L2) and `P` the projection of `pgd`.
+
+  The start is uniform in the ball (`random_start=True`) or `x`. Returns per
+  example a misclassified point if one was found, otherwise the highest-loss
+  point. `loss="margin"` gives the same algorithm on the CW margin.
+  """
+  check_loss(loss)
+  num_steps, domain = _check_apgd_args(
+      norm=norm, epsilon=epsilon, num_steps=num_steps, domain=domain, x=x,
+      y=y, rho=rho, momentum=momentum)
+  return _apgd(apply_fn, params, x, y, key=key, loss_fn=_as_loss_fn(loss),
+               epsilon=epsilon, num_steps=num_steps, norm=norm, domain=domain,
+               rho=rho, momentum=momentum, initial_step=initial_step,
+               random_start=random_start)
+
+
+def target_classes(logits: jax.Array, y: jax.Array,
+                   num_targets: int) -> jax.Array:
+  """`(B, num_targets)`: the classes other than `y`, highest logit first."""
+  others = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf,
+                     logits)
+  return jax.lax.top_k(others, num_targets)[1]
+
+
+def apgd_t(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
+           key: jax.Array, epsilon, num_steps: int = 100,
+           num_targets: int = 9, norm: str = "linf", domain=(0.0, 1.0),
+           rho: float = 0.75, momentum: float = 0.75,
+           initial_step: float = 2.0, random_start: bool = True) -> jax.Array:
+  """Targeted APGD on the DLR loss (APGD-T of AutoAttack, Croce & Hein 2020).
+
+  For each of the `num_targets` classes with the highest clean logits other
+  than the label (capped at C − 1), runs the APGD iteration of `apgd_ce`
+  (same step-size schedule, checkpoints and momentum; `num_steps` steps each)
+  on `targeted_dlr_loss` towards that class, from its own random start
+  (`fold_in(key, k)` for the k-th target). Keeps per example the worst
+  result over targets: a misclassified one (any class but `y` counts) if
+  there is one, otherwise the one with the largest CW margin
+  `max_{j≠y} z_j − z_y`. Cost: `num_targets · num_steps` gradient steps.
+  """
+  num_steps, domain = _check_apgd_args(
+      norm=norm, epsilon=epsilon, num_steps=num_steps, domain=domain, x=x,
+      y=y, rho=rho, momentum=momentum)
+  num_targets = _check_steps("num_targets", num_targets, 1)
+  x = jnp.asarray(x)
+  params = jax.lax.stop_gradient(params)
+  clean_logits = apply_fn(params, x)
+  num_classes = clean_logits.shape[-1]
+  if num_classes < 2:
+    raise ValueError("apgd_t needs at least 2 classes.")
+  num_targets = min(num_targets, num_classes - 1)
+  targets = target_classes(clean_logits, y, num_targets)
+
+  def run(k):
+    target = targets[:, k]
+    x_adv = _apgd(
+        apply_fn, params, x, y, key=jax.random.fold_in(key, k),
+        loss_fn=lambda logits, y_: targeted_dlr_loss(logits, y_, target),
+        epsilon=epsilon, num_steps=num_steps, norm=norm, domain=domain,
+        rho=rho, momentum=momentum, initial_step=initial_step,
+        random_start=random_start)
+    logits = apply_fn(params, x_adv)
+    return (x_adv, per_example_loss(logits, y, "margin"),
+            jnp.argmax(logits, axis=-1) != y)
+
+  def body(k, carry):
+    x_best, margin_best, wrong_best = carry
+    x_adv, margin, wrong = run(k)
+    pick = _better(wrong, margin, wrong_best, margin_best)
+    return (_select(pick, x_adv, x_best),
+            jnp.where(pick, margin, margin_best),
+            jnp.where(pick, wrong, wrong_best))
+
+  # The first target is run outside the loop to build the carry.
+  return jax.lax.fori_loop(1, num_targets, body, run(0))[0]
+
+
+# --------------------------------------------------------------------------
+# Square attack (Andriushchenko et al. 2020, "Square Attack: a query-efficient
+# black-box adversarial attack via random search", Algorithm 1 and §3.1).
+# --------------------------------------------------------------------------
+
+# The fraction p of pixels changed per query: p_init divided by 2, 4, ..., 512
+# after these iterations of a 10,000-query run (the paper's schedule; runs of
+# other lengths rescale it, as AutoAttack does).
+_SQUARE_P_BOUNDARIES = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_p_schedule(iteration, num_queries: int, p_init: float = 0.8):
+  """The fraction of pixels Square changes at `iteration` (0-based), rescaled
+  from the paper's 10,000-query schedule to a run of `num_queries`:
+  `p_init` up to iteration 10, `p_init / 2` up to 50, then halved at 200,
+  500, 1000, 2000, 4000, 6000 and 8000 (in units of the 10,000-query run).
+  Works on Python ints and traced scalars."""
+  rescaled = jnp.floor(jnp.asarray(iteration, jnp.float32) / num_queries *
+                       10000.0)
+  halvings = jnp.sum(rescaled > jnp.asarray(_SQUARE_P_BOUNDARIES, jnp.float32))
+  return p_init / (2.0 ** halvings.astype(jnp.float32))
+
+
+def _as_image(x: jax.Array) -> jax.Array:
+  """`x` as `(B, H, W, C)` for Square's windows.
+
+  Ranks 4 (NHWC) and 3 (NHW) keep their layout. Flat inputs `(B, D)` become
+  `√D × √D` one-channel images when D is a perfect square (a flattened
+  MNIST/digits image), otherwise a `1 × D` strip; other ranks are flattened
+  first.
+  """
+  if x.ndim == 4:
+    return x
+  if x.ndim == 3:
+    return x[..., None]
+  flat = x.reshape((x.shape[0], -1))
+  dim = flat.shape[1]
+  side = int(round(dim ** 0.5))
+  if side * side == dim:
+    return flat.reshape((x.shape[0], side, side, 1))
+  return flat.reshape((x.shape[0], 1, dim, 1))
+
+
+def _square_window(key, p, shape):
+  """A random window `(B, H, W, 1)` bool mask covering a fraction ~p of pixels.
+
+  Images: a square of side `round(√(p·H·W))` clipped to [1, min(H, W)] (the
+  paper's); `1 × D` strips: a segment of `round(p·D)` pixels.
+  """
+  batch, height, width, _ = shape
+  if height > 1:
+    side = jnp.clip(jnp.round(jnp.sqrt(p * height * width)), 1,
+                    min(height, width)).astype(jnp.int32)
+    size_h = size_w = side
+  else:
+    size_h = jnp.asarray(1, jnp.int32)
+    size_w = jnp.clip(jnp.round(p * width), 1, width).astype(jnp.int32)
+  k_h, k_w = jax.random.split(key)
+  # Top-left corners uniform over the positions where the window fits.
+  top = jnp.floor(jax.random.uniform(k_h, (batch,)) *
+                  (height - size_h + 1)).astype(jnp.int32)
+  left = jnp.floor(jax.random.uniform(k_w, (batch,)) *
+                   (width - size_w + 1)).astype(jnp.int32)
+  top = jnp.minimum(top, height - size_h)[:, None, None, None]
+  left = jnp.minimum(left, width - size_w)[:, None, None, None]
+  rows = jnp.arange(height)[None, :, None, None]
+  cols = jnp.arange(width)[None, None, :, None]
+  return ((rows >= top) & (rows < top + size_h) & (cols >= left) &
+          (cols < left + size_w))
+
+
+def _random_signs(key, shape, dtype):
+  return jnp.where(jax.random.bernoulli(key, 0.5, shape), 1.0, -1.0).astype(
+      dtype)
+
+
+def _square(apply_fn, params, x, y, *, key, epsilon, num_queries, p_init,
+            domain):
+  """Square L∞; returns `(x_adv, queries (B,) int32)`. Arguments checked."""
+  x = jnp.asarray(x)
+  params = jax.lax.stop_gradient(params)
+  img = _as_image(x)
+  batch, _, width, channels = img.shape
+
+  def query(x_img):
+    logits = apply_fn(params, x_img.reshape(x.shape))
+    return (per_example_loss(logits, y, "margin"),
+            jnp.argmax(logits, axis=-1) != y)
+
+  def clip(x_img):
+    return project(x_img, img, epsilon=epsilon, norm="linf", domain=domain)
+
+  # The clean point is not a query of the attack (AutoAttack checks it
+  # before attacking): an example misclassified already is returned as is.
+  loss_clean, wrong_clean = query(img)
+  # Start: vertical stripes, δ = ±ε constant along each column and channel.
+  k_init, k_loop = jax.random.split(key)
+  stripes = _random_signs(k_init, (batch, 1, width, channels), x.dtype)
+  x_init = clip(img + epsilon * stripes)
+  loss_init, wrong_init = query(x_init)
+  x_best = _select(wrong_clean, img, x_init)
+  loss_best = jnp.where(wrong_clean, loss_clean, loss_init)
+  fooled = wrong_clean | wrong_init
+  queries = jnp.where(wrong_clean, 0, 1).astype(jnp.int32)
+
+  def cond(carry):
+    i, _, _, fooled, _ = carry
+    return (i < num_queries - 1) & jnp.any(~fooled)
+
+  def body(carry):
+    i, x_best, loss_best, fooled, queries = carry
+    k_win, k_sign = jax.random.split(jax.random.fold_in(k_loop, i))
+    window = _square_window(k_win, square_p_schedule(i, num_queries, p_init),
+                            img.shape)
+    # One sign per channel over the whole window, as in the paper.
+    signs = _random_signs(k_sign, (batch, 1, 1, channels), x.dtype)
+    delta_best = x_best - img
+
+    def candidate(s):
+      return clip(img + jnp.where(window, epsilon * s, delta_best))
+
+    x_new = candidate(signs)
+    # The paper resamples until the window actually changes; flipping the
+    # signs changes every pixel of it unless the domain clip forbids it.
+    same = jnp.all(jnp.where(window, jnp.abs(x_new - x_best) < 1e-7, True),
+                   axis=(1, 2, 3))
+    x_new = _select(same, candidate(-signs), x_new)
+    loss_new, wrong_new = query(x_new)
+    active = ~fooled  # Examples already fooled are neither updated nor counted.
+    take = active & (loss_new > loss_best)
+    return (i + 1, _select(take, x_new, x_best),
+            jnp.where(take, loss_new, loss_best), fooled | (take & wrong_new),
+            queries + active.astype(jnp.int32))
+
+  init = (jnp.zeros((), jnp.int32), x_best, loss_best, fooled, queries)
+  _, x_best, _, _, queries = jax.lax.while_loop(cond, body, init)
+  return x_best.reshape(x.shape), queries
+
+
+def square(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array, *,
+           key: jax.Array, epsilon, num_queries: int = 5000,
+           norm: str = "linf", p_init: float = 0.8, domain=(0.0, 1.0),
+           return_queries: bool = False):
+  """Square attack: score-based black-box random search (L∞, margin loss).
+
+  Only the logits are used (never a gradient). Start: vertical stripes, each
+  column and channel of the image shifted by ±ε (random sign), clipped to
+  `domain`. Each further query changes one random square window (a fraction
+  `p` of the pixels, `p` from `square_p_schedule`: `p_init` = 0.8 halved on
+  the paper's schedule) to ±ε from `x`, one random sign per channel, and keeps
+  the change for the examples whose CW margin `max_{j≠y} z_j − z_y` rose.
+  Examples stop being updated (and their queries counted) once misclassified.
+  A run is `num_queries` model evaluations per example (the start included;
+  the clean input is checked for free), fewer for examples fooled earlier;
+  the loop ends when every example of the batch is fooled. Inputs of rank 2
+  are read as images when possible (see `_as_image`).
+
+  Returns `x_adv` (shape of `x`), in the ε-ball and `domain`: the first
+  misclassified point found, else the highest-margin one; with
+  `return_queries=True`, `(x_adv, queries)` with `queries` `(B,)` int32 model
+  evaluations spent per example.
+
+  Only L∞ is implemented (the L2 attack of the paper uses different window
+  updates); `norm="l2"` raises ValueError.
+  """
+  check_norm(norm)
+  if norm != "linf":
+    raise ValueError(
+        "square: only norm='linf' is implemented; use apgd_ce / apgd_t for "
+        "L2 or drop 'square' from the attack suite.")
+  _check_nonnegative("epsilon", epsilon)
+  num_queries = _check_steps("num_queries", num_queries, 1)
+  domain = check_domain(domain)
+  _check_inputs(x, y)
+  if not 0.0 < p_init <= 1.0:
+    raise ValueError(f"p_init={p_init} must be in (0, 1].")
+  x_adv, queries = _square(apply_fn, params, x, y, key=key, epsilon=epsilon,
+                           num_queries=num_queries, p_init=p_init,
+                           domain=domain)
+  return (x_adv, queries) if return_queries else x_adv
 
 
 # --------------------------------------------------------------------------

@@ -7,48 +7,46 @@ permutation that depends only on `(seed, epoch)`. Training step `s` therefore
 always sees the same examples, which is what makes a resumed run identical to
 an uninterrupted one: the data position saved in a checkpoint is just the step.
 
-Sources (`data.source`, "auto" picks from what `data.data_dir` holds):
+Sources (`data.source`, "auto" picks from what `data.data_dir` holds): MNIST
+IDX files, image folders, a .npz, tensorflow-datasets, and the in-memory
+"digits" and "gaussian_toy"; their readers live in `data_sources`.
 
-* "idx": MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, ...), numpy.
-* "image_folder": `root/<split>/<label>/<image>`; through
-  `tfds.folder_dataset.ImageFolder` when TensorFlow is installed, else PIL.
-  Labels are the sorted folder names; examples are in a fixed shuffled
-  order (a function of the split name), so `num_train` picks all classes.
-* "npz": a `.npz` with `x_train, y_train, x_test, y_test`.
-* "tfds": `tfds.load(name, data_dir=..., download=...)` for mnist, cifar10,
-  cifar100 (needs TensorFlow).
-* "digits" (scikit-learn's 8x8 digits, fixed split) and "gaussian_toy" (the
-  paper's App. C.1 problem) are generated in memory.
+Validation split: the last `data.validation_examples` training examples
+(-1 = the standard: 10,000 for mnist, 5,000 for cifar10/cifar100, none for
+the others) are held out as `Dataset.validation_images/labels` before
+`data.num_train` cuts the training set, so training never sees them.
 
-TensorFlow is imported lazily and only for "tfds" and, if present, image
-folders; everything else runs without it. Images are scaled to [0, 1].
+Errors are `DataError`s with a one-line fix: a data folder that does not
+exist or holds nothing readable (`DataNotFoundError`), images whose shape is
+not the named data set's (28x28x1 for mnist, 32x32x3 for cifar10/cifar100)
+or a validation split as large as the training set (`DataMismatchError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
-import struct
-import zlib
 from collections.abc import Iterator
 
 import jax
 import numpy as np
 
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# The readers, and the names callers import from here.
+from scalable_awt.data_sources import (  # noqa: F401  pylint: disable=unused-import
+    DataError, DataMismatchError, DataNotFoundError, IDX_FILES, has_idx,
+    has_image_folder, import_tensorflow, load_digits, load_gaussian_toy,
+    load_idx, load_image_folder_split, load_npz, load_tfds, read_idx,
+    tensorflow_available)
+
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10,
                "gaussian_toy": 2}
-
-
-class DataNotFoundError(FileNotFoundError):
-  """A data set is missing; the message says where we looked and what to do."""
+# The image shape (H, W, C) each named data set must have.
+EXPECTED_IMAGE_SHAPE = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+                        "cifar100": (32, 32, 3)}
+NICE_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+# `data.validation_examples=-1`: the usual held-out part of the training set
+# (the last examples); other data sets hold out nothing by default.
+STANDARD_VALIDATION = {"mnist": 10000, "cifar10": 5000, "cifar100": 5000}
 
 
 @dataclasses.dataclass
@@ -62,6 +60,15 @@ class Dataset:
   test_labels: np.ndarray
   num_classes: int
   domain: tuple[float, float] | None = (0.0, 1.0)
+  # Held out of training (the last `data.validation_examples` training
+  # examples); empty arrays (0 rows) when there is no validation split.
+  validation_images: np.ndarray | None = None
+  validation_labels: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.validation_images is None:
+      self.validation_images = self.train_images[:0]
+      self.validation_labels = self.train_labels[:0]
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -71,6 +78,7 @@ class Dataset:
     return {"name": self.name, "source": self.source,
             "num_train": int(len(self.train_labels)),
             "num_test": int(len(self.test_labels)),
+            "num_validation": int(len(self.validation_labels)),
             "image_shape": list(self.image_shape),
             "num_classes": int(self.num_classes),
             "domain": list(self.domain) if self.domain else None}
@@ -83,252 +91,64 @@ def to_float(images: np.ndarray) -> np.ndarray:
   return images.astype(np.float32)
 
 
-# ----------------------------------------------------------------- readers
-
-
-def _open_maybe_gz(path: str):
-  return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def read_idx(path: str) -> np.ndarray:
-  """Reads one IDX file (raw or .gz) into a numpy array."""
-  with _open_maybe_gz(path) as f:
-    data = f.read()
-  zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-  if zero != 0 or dtype_code != 0x08:
-    raise ValueError(f"{path}: not an unsigned-byte IDX file "
-                     f"(magic {data[:4].hex()}).")
-  shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-  array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-  if array.size != int(np.prod(shape)):
-    raise ValueError(f"{path}: holds {array.size} values, header says {shape}.")
-  return array.reshape(shape)
-
-
-def _find_idx(data_dir: str, stem: str) -> str | None:
-  for candidate in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
-                    stem.replace("-idx", ".idx") + ".gz"):
-    path = os.path.join(data_dir, candidate)
-    if os.path.isfile(path):
-      return path
-  return None
-
-
-def has_idx(data_dir: str) -> bool:
-  return bool(data_dir) and all(_find_idx(data_dir, s) for s in IDX_FILES.values())
-
-
-def load_idx(data_dir: str) -> dict[str, np.ndarray]:
-  paths = {k: _find_idx(data_dir, s) for k, s in IDX_FILES.items()}
-  missing = [IDX_FILES[k] for k, p in paths.items() if p is None]
-  if missing:
-    raise DataNotFoundError(
-        f"IDX files missing in {os.path.abspath(data_dir)!r}: {missing} (with "
-        "or without .gz). Put the four MNIST-format files there (train-images-"
-        "idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-        "t10k-labels-idx1-ubyte.gz) and pass --config.data.data_dir=THAT_DIR.")
-  out = {k: read_idx(p) for k, p in paths.items()}
-  for k in ("train_images", "test_images"):
-    if out[k].ndim == 3:
-      out[k] = out[k][..., None]  # NHWC with one channel.
-  return out
-
-
-def has_image_folder(root: str, split: str) -> bool:
-  path = os.path.join(root, split) if root else ""
-  return bool(root) and os.path.isdir(path) and any(
-      os.path.isdir(os.path.join(path, d)) for d in os.listdir(path))
-
-
-def _image_folder_listing(root: str, split: str):
-  split_dir = os.path.join(root, split)
-  if not os.path.isdir(split_dir):
-    raise DataNotFoundError(
-        f"No split folder {os.path.abspath(split_dir)!r}. An image folder data "
-        "set is laid out as ROOT/<split>/<label>/<image> (e.g. ROOT/train/cat/"
-        "0001.jpg, ROOT/test/cat/0002.jpg); pass --config.data.data_dir=ROOT.")
-  labels = sorted(d for d in os.listdir(split_dir)
-                  if os.path.isdir(os.path.join(split_dir, d)))
-  files = []
-  for index, label in enumerate(labels):
-    folder = os.path.join(split_dir, label)
-    files += [(os.path.join(folder, f), index) for f in sorted(os.listdir(folder))
-              if f.lower().endswith(IMAGE_EXTENSIONS)]
-  if not files:
-    raise DataNotFoundError(f"No images under {os.path.abspath(split_dir)!r}.")
-  # Folders list the examples class by class; a fixed shuffle (a function of
-  # the split name only) mixes them so that "the first N" is a fair subset.
-  order = np.random.default_rng(zlib.crc32(split.encode())).permutation(
-      len(files))
-  return labels, [files[i] for i in order]
-
-
-def _pil_image(path: str, channels: int) -> np.ndarray:
-  from PIL import Image
-  with Image.open(path) as im:
-    im = im.convert("L" if channels == 1 else "RGB")
-    array = np.asarray(im, np.uint8)
-  return array[..., None] if channels == 1 else array
-
-
-def _channels_of(path: str) -> int:
-  from PIL import Image
-  with Image.open(path) as im:
-    return 1 if im.mode in ("L", "1", "I;16", "I") else 3
-
-
-def load_image_folder_split(root: str, split: str, labels_ref=None,
-                            backend: str = "auto"):
-  """`(images uint8 NHWC, labels int32, label_names)` of one split.
-
-  backend: "tfds" (`tfds.folder_dataset.ImageFolder`), "pil", or "auto"
-  (tfds when TensorFlow imports, else PIL). Both give the same arrays in the
-  same order (a fixed shuffle of the sorted file paths).
-  """
-  labels, files = _image_folder_listing(root, split)
-  if labels_ref is not None and labels != labels_ref:
-    raise ValueError(f"Label folders of split {split!r} ({labels}) differ from "
-                     f"the training split's ({labels_ref}).")
-  channels = _channels_of(files[0][0])
-  if backend == "auto":
-    backend = "tfds" if tensorflow_available() else "pil"
-  if backend == "tfds":
-    images, label_array = _image_folder_tfds(root, split, files, channels)
-  else:
-    images = np.stack([_pil_image(p, channels) for p, _ in files])
-    label_array = np.asarray([l for _, l in files], np.int32)
-  return images, label_array, labels
-
-
-def _image_folder_tfds(root, split, files, channels):
-  tf = import_tensorflow()
-  import tensorflow_datasets as tfds
-  builder = tfds.folder_dataset.ImageFolder(root, shape=(None, None, channels))
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  by_path = {}
-  for batch in tfds.as_numpy(ds.batch(1024)):
-    for name, image, label in zip(batch["image/filename"], batch["image"],
-                                  batch["label"]):
-      by_path[os.path.normpath(name.decode())] = (image, int(label))
-  del tf
-  images = np.stack([by_path[os.path.normpath(p)][0] for p, _ in files])
-  labels = np.asarray([by_path[os.path.normpath(p)][1] for p, _ in files],
-                      np.int32)
-  return images.astype(np.uint8), labels
-
-
-def load_npz(path: str) -> dict[str, np.ndarray]:
-  if os.path.isdir(path):
-    candidates = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
-    if len(candidates) != 1:
-      raise DataNotFoundError(
-          f"Expected exactly one .npz in {os.path.abspath(path)!r}, found "
-          f"{candidates}; pass the file itself as data.data_dir.")
-    path = os.path.join(path, candidates[0])
-  if not os.path.isfile(path):
-    raise DataNotFoundError(
-        f"No .npz file at {os.path.abspath(path)!r}. Save one with "
-        "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...) "
-        "(images NHWC uint8 0..255 or float in [0, 1]).")
-  with np.load(path) as f:
-    keys = set(f.files)
-    names = {"train_images": ("x_train", "train_images"),
-             "train_labels": ("y_train", "train_labels"),
-             "test_images": ("x_test", "test_images"),
-             "test_labels": ("y_test", "test_labels")}
-    out = {}
-    for k, options in names.items():
-      found = [o for o in options if o in keys]
-      if not found:
-        raise ValueError(f"{path}: needs an array named one of {options}; has "
-                         f"{sorted(keys)}.")
-      out[k] = f[found[0]]
-  return out
-
-
-def tensorflow_available() -> bool:
-  try:
-    import_tensorflow()
-    return True
-  except ImportError:
-    return False
-
-
-def import_tensorflow():
-  """Imports TensorFlow (lazily) and hides every GPU from it."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except (RuntimeError, ValueError):
-    pass  # Already initialised; nothing to do.
-  return tf
-
-
-def load_tfds(name: str, data_dir: str, download: bool, splits) -> dict:
-  try:
-    import_tensorflow()
-    import tensorflow_datasets as tfds
-  except ImportError as e:
-    raise DataNotFoundError(
-        f"Reading {name!r} through tensorflow-datasets needs TensorFlow, which "
-        f"is not installed ({e}). Provide the data in a form read without it: "
-        "MNIST IDX files (--config.data.source=idx), an image folder "
-        "ROOT/<split>/<label>/<image> (--config.data.source=image_folder) or a "
-        ".npz (--config.data.source=npz), with --config.data.data_dir.") from e
-  where = data_dir or os.path.expanduser("~/tensorflow_datasets")
-  out = {}
-  try:
-    for key, split in zip(("train", "test"), splits):
-      ds = tfds.load(name, split=split, data_dir=data_dir or None,
-                     download=download, as_supervised=True,
-                     shuffle_files=False)
-      # Batched iteration, not batch_size=-1 (which aborts under mock_data).
-      parts = list(tfds.as_numpy(ds.batch(4096)))
-      out[f"{key}_images"] = np.concatenate([p[0] for p in parts])
-      out[f"{key}_labels"] = np.concatenate([p[1] for p in parts])
-  except Exception as e:  # TFDS raises several types for "not there".
-    if "not found" not in str(e).lower() and not isinstance(
-        e, (AssertionError, FileNotFoundError)):
-      raise
-    raise DataNotFoundError(
-        f"Data set {name!r} not found by tensorflow-datasets in {where!r} "
-        f"(download={download}). Either prepare it there (on a machine with "
-        f"network: tfds.load({name!r}, data_dir={where!r}) or "
-        "--config.data.download=True), or point --config.data.data_dir at "
-        "IDX files (MNIST), an image folder ROOT/<split>/<label>/<image> or "
-        f"a .npz. Original error: {type(e).__name__}: {str(e)[:300]}") from e
-  return out
-
-
-def load_digits(test_fraction: float) -> dict[str, np.ndarray]:
-  from sklearn.datasets import load_digits as sk_load
-  bunch = sk_load()
-  images = (bunch.images.astype(np.float32) / 16.0)[..., None]  # (N, 8, 8, 1)
-  labels = bunch.target.astype(np.int32)
-  order = np.random.default_rng(0).permutation(len(labels))  # Fixed split.
-  n_test = int(round(test_fraction * len(labels)))
-  test, train = order[:n_test], order[n_test:]
-  return {"train_images": images[train], "train_labels": labels[train],
-          "test_images": images[test], "test_labels": labels[test]}
-
-
-def load_gaussian_toy(seed: int, dim: int, num_train: int, num_test: int,
-                      mu_over_sigma: float, support: int = 10
-                      ) -> dict[str, np.ndarray]:
-  """Two Gaussians N(±μ, I_dim); μ of norm `mu_over_sigma` on its first
-  `support` coordinates (`data.toy_support`; 0 = all, see
-  `gaussian_toy.mean_vector`)."""
-  from scalable_awt import gaussian_toy
-  mu = gaussian_toy.mean_vector(dim, mu_over_sigma, support)
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), 0xDA7A)
-  k_train, k_test = jax.random.split(key)
-  xtr, ytr = gaussian_toy.sample(k_train, num_train, mu)
-  xte, yte = gaussian_toy.sample(k_test, num_test, mu)
-  return {"train_images": np.asarray(xtr), "train_labels": np.asarray(ytr),
-          "test_images": np.asarray(xte), "test_labels": np.asarray(yte)}
-
-
 # ----------------------------------------------------------------- entry
+
+
+def standard_validation_examples(name: str) -> int:
+  """The held-out validation size that `data.validation_examples=-1` means."""
+  return STANDARD_VALIDATION.get(name, 0)
+
+
+def validation_count(cfg, num_train_examples: int) -> int:
+  """How many of the last training examples `cfg` holds out for validation."""
+  requested = int(cfg.get("validation_examples", -1))
+  count = standard_validation_examples(cfg.name) if requested == -1 else requested
+  if count and count >= num_train_examples:
+    what = f"{count} ({cfg.name}'s standard)" if requested == -1 else count
+    raise DataMismatchError(
+        f"data.validation_examples={requested} holds out {what} examples, but "
+        f"the training split has only {num_train_examples}; the validation "
+        "split must leave training examples. Pass "
+        "--config.data.validation_examples=N with N < "
+        f"{num_train_examples} (0 = no validation split).")
+  return count
+
+
+def expected_layout(name: str) -> str:
+  """What a data folder for data set `name` holds, for error messages."""
+  layouts = []
+  if name in ("mnist", "idx"):
+    layouts.append("the four MNIST IDX files (train-images-idx3-ubyte, "
+                   "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                   "t10k-labels-idx1-ubyte, each optionally .gz)")
+  if name not in ("idx", "npz"):
+    layouts.append("an image folder ROOT/<split>/<label>/<image> (e.g. "
+                   "ROOT/train/cat/0001.png, ROOT/test/cat/0002.png)")
+  if name not in ("idx", "image_folder"):
+    layouts.append("a .npz file with x_train, y_train, x_test, y_test")
+  if name in ("mnist", "cifar10", "cifar100"):
+    layouts.append(f"a tensorflow-datasets data_dir holding {name}/ (needs "
+                   "the [tfds] extra)")
+  return "; or ".join(layouts)
+
+
+def check_data_dir(cfg) -> None:
+  """Raises `DataNotFoundError` if `data.data_dir` names nothing that exists.
+
+  Cheap (no data is read), so main calls it before touching the workdir.
+  TFDS with `data.download=True` may create the folder itself.
+  """
+  if cfg.name in ("digits", "gaussian_toy") or not cfg.data_dir:
+    return
+  data_dir = os.path.expanduser(cfg.data_dir)
+  if os.path.exists(data_dir):
+    return
+  if cfg.download and cfg.source in ("auto", "tfds"):
+    return
+  raise DataNotFoundError(
+      f"data folder not found: {os.path.abspath(data_dir)} "
+      f"(config.data.data_dir={cfg.data_dir!r}); expected "
+      f"{expected_layout(cfg.name)}. Fix the path in --config.data.data_dir.")
 
 
 def resolve_source(cfg) -> str:
@@ -340,67 +160,116 @@ def resolve_source(cfg) -> str:
     return name
   if source != "auto":
     return source
+  data_dir = os.path.expanduser(data_dir) if data_dir else ""
   if data_dir and os.path.isfile(data_dir) and data_dir.endswith(".npz"):
     return "npz"
   if has_idx(data_dir):
     return "idx"
   if has_image_folder(data_dir, cfg.train_split):
     return "image_folder"
+  if (data_dir and os.path.isdir(data_dir) and not cfg.download
+      and not os.path.isdir(os.path.join(data_dir, name))):
+    # Nothing this reader knows is there, and no TFDS copy of `name` either:
+    # say so instead of a TFDS "data set not found" error.
+    raise DataNotFoundError(
+        f"no {name} data in {os.path.abspath(data_dir)} (config.data.data_dir"
+        f"={cfg.data_dir!r}); expected {expected_layout(name)}.")
   return "tfds"
 
 
-def load(cfg, *, seed: int = 0) -> Dataset:
-  """Loads `config.data` into a `Dataset` (see the module docstring)."""
-  source = resolve_source(cfg)
-  data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else ""
-  domain = (0.0, 1.0)
+def _read_arrays(cfg, source: str, data_dir: str, seed: int) -> dict:
+  """The full train and test arrays of `source` (before any cut)."""
   if source == "digits":
-    arrays = load_digits(cfg.digits_test_fraction)
-  elif source == "gaussian_toy":
-    arrays = load_gaussian_toy(seed, cfg.toy_dim, cfg.toy_num_train,
-                               cfg.toy_num_test, cfg.toy_mu_over_sigma,
-                               cfg.toy_support)
-    domain = None
-  elif source == "idx":
-    arrays = load_idx(data_dir)
-  elif source == "npz":
-    arrays = load_npz(data_dir)
-  elif source == "image_folder":
+    return load_digits(cfg.digits_test_fraction)
+  if source == "gaussian_toy":
+    return load_gaussian_toy(seed, cfg.toy_dim, cfg.toy_num_train,
+                             cfg.toy_num_test, cfg.toy_mu_over_sigma,
+                             cfg.toy_support)
+  if source == "idx":
+    return load_idx(data_dir)
+  if source == "npz":
+    return load_npz(data_dir)
+  if source == "image_folder":
     if not data_dir or not os.path.isdir(data_dir):
       raise DataNotFoundError(
-          f"Image folder root {data_dir!r} does not exist. Lay the data out as "
-          "ROOT/<split>/<label>/<image> and pass --config.data.data_dir=ROOT.")
+          f"data folder not found: {os.path.abspath(data_dir or '.')} "
+          f"(config.data.data_dir={cfg.data_dir!r}); expected "
+          f"{expected_layout('image_folder')}.")
     xtr, ytr, names = load_image_folder_split(data_dir, cfg.train_split)
     xte, yte, _ = load_image_folder_split(data_dir, cfg.test_split, names)
-    arrays = {"train_images": xtr, "train_labels": ytr,
-              "test_images": xte, "test_labels": yte}
-  elif source == "tfds":
+    return {"train_images": xtr, "train_labels": ytr,
+            "test_images": xte, "test_labels": yte}
+  if source == "tfds":
     if cfg.name not in ("mnist", "cifar10", "cifar100"):
       raise ValueError(f"data.source='tfds' serves mnist, cifar10, cifar100, "
                        f"not {cfg.name!r}.")
-    arrays = load_tfds(cfg.name, data_dir, cfg.download,
-                       (cfg.train_split, cfg.test_split))
-  else:
-    raise ValueError(f"Unknown data source {source!r}.")
+    return load_tfds(cfg.name, data_dir, cfg.download,
+                     (cfg.train_split, cfg.test_split))
+  raise ValueError(f"Unknown data source {source!r}.")
 
-  def cut(images, labels, limit):
-    images, labels = np.asarray(images), np.asarray(labels).astype(np.int32)
-    if limit > 0:
-      images, labels = images[:limit], labels[:limit]
-    if images.dtype != np.uint8:
-      images = images.astype(np.float32)
-    return images, labels
 
-  xtr, ytr = cut(arrays["train_images"], arrays["train_labels"], cfg.num_train)
-  xte, yte = cut(arrays["test_images"], arrays["test_labels"], cfg.num_test)
-  if xtr.ndim == 3 and source != "gaussian_toy":
-    xtr, xte = xtr[..., None], xte[..., None]
-  num_classes = NUM_CLASSES.get(cfg.name) or int(max(ytr.max(), yte.max()) + 1)
+def _as_split(images, labels, limit: int, add_channel: bool):
+  """uint8 or float32 images (NHWC), int32 labels, the first `limit` (>0)."""
+  images, labels = np.asarray(images), np.asarray(labels).astype(np.int32)
+  if limit > 0:
+    images, labels = images[:limit], labels[:limit]
+  if images.dtype != np.uint8:
+    images = images.astype(np.float32)
+  if add_channel and images.ndim == 3:
+    images = images[..., None]
+  return images, labels
+
+
+def _shape_text(shape) -> str:
+  return "x".join(str(int(d)) for d in shape)
+
+
+def check_image_shape(name: str, shape: tuple[int, ...], where: str) -> None:
+  """Stops when the images do not have the shape of data set `name`."""
+  expected = EXPECTED_IMAGE_SHAPE.get(name)
+  if expected is None or tuple(shape) == expected:
+    return
+  found_name = next((NICE_NAMES[n] for n, s in EXPECTED_IMAGE_SHAPE.items()
+                     if s == tuple(shape)), None)
+  article = "an" if name == "mnist" else "a"  # "an MNIST", "a CIFAR-10".
+  hint = (f" ({article} {NICE_NAMES[name]} config pointed at {found_name} "
+          "data?)" if found_name else "")
+  raise DataMismatchError(
+      f"data.name={name!r} expects {_shape_text(expected)} images, but the data "
+      f"in {where} are {_shape_text(shape)}{hint}. Point "
+      f"--config.data.data_dir at {NICE_NAMES[name]} data, or use a config "
+      "made for the data you have (--config.data.name and the model).")
+
+
+def load(cfg, *, seed: int = 0) -> Dataset:
+  """Loads `config.data` into a `Dataset` (see the module docstring).
+
+  The last `validation_count(cfg, ...)` training examples become the
+  validation split; `data.num_train` then cuts the remaining training set.
+  """
+  check_data_dir(cfg)
+  source = resolve_source(cfg)
+  data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else ""
+  arrays = _read_arrays(cfg, source, data_dir, seed)
+  add_channel = source != "gaussian_toy"
+  train_images, train_labels = arrays["train_images"], arrays["train_labels"]
+  first_held_out = len(train_labels) - validation_count(cfg, len(train_labels))
+  xva, yva = _as_split(train_images[first_held_out:],
+                       train_labels[first_held_out:], 0, add_channel)
+  xtr, ytr = _as_split(train_images[:first_held_out],
+                       train_labels[:first_held_out], cfg.num_train, add_channel)
+  xte, yte = _as_split(arrays["test_images"], arrays["test_labels"],
+                       cfg.num_test, add_channel)
   where = data_dir or ("in memory" if source in ("digits", "gaussian_toy")
                        else "tfds default")
+  check_image_shape(cfg.name, xtr.shape[1:],
+                    os.path.abspath(data_dir) if data_dir else where)
+  num_classes = NUM_CLASSES.get(cfg.name) or int(max(ytr.max(), yte.max()) + 1)
   return Dataset(name=cfg.name, source=f"{source}:{where}", train_images=xtr,
                  train_labels=ytr, test_images=xte, test_labels=yte,
-                 num_classes=num_classes, domain=domain)
+                 validation_images=xva, validation_labels=yva,
+                 num_classes=num_classes, domain=None if source ==
+                 "gaussian_toy" else (0.0, 1.0))
 
 
 # ----------------------------------------------------------------- batches
@@ -424,7 +293,9 @@ class Batches:
 
   Step `s` is batch `s % steps_per_epoch` of epoch `s // steps_per_epoch`
   under `epoch_permutation(seed, epoch)` (the last partial batch of an epoch
-  is dropped). With a `sharding`, every process cuts only its own rows of the
+  is dropped). A batch is `{"image": float32, "label": int32, "index":
+  int32}`, "index" being the examples' positions in `images`. With a
+  `sharding`, every process cuts only its own rows of the
   global batch and the result is one global `jax.Array` sharded over the
   mesh's "data" axis.
   """
@@ -453,7 +324,8 @@ class Batches:
       per = self.batch_size // nproc
       idx = idx[pid * per:(pid + 1) * per]
     batch = {"image": to_float(self.images[idx]),
-             "label": self.labels[idx].astype(np.int32)}
+             "label": self.labels[idx].astype(np.int32),
+             "index": idx.astype(np.int32)}
     if self.sharding is None:
       return batch
     return {k: jax.make_array_from_process_local_data(

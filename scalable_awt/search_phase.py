@@ -1,171 +1,102 @@
-"""The runner's mask functions for searched tickets: AWT, NTT and SNIP.
+"""The search phase: one mask per method, each computed once and stored.
 
-Each has the signature of `train.MASK_FNS` entries,
-`mask_fn(config, params, key, *, context) -> mask`. The AWT/NTT search runs
-its own resumable loop: its state (student, teacher, Adam state, mask, step)
-is checkpointed in `context.workdir` every `checkpoint.every_steps` steps, and
-the batch of step s is a function of (seed, s), so a killed search resumes
-where it stopped and reproduces the uninterrupted one. Target and kernel
-distance curves (the paper's Fig. 3) go to the metric writer and into
-`context.workdir/../../../plots/search_<method>.png`.
+`search_all` runs `tickets.MASK_FNS[method]` for every method from the same
+dense initialisation and saves the mask in `checkpoints/search/<method>/mask`
+(status.json records that it is done, its density and the search's wall
+time); `load_mask` reads it back in later runs and phases.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-
-import jax
-import jax.numpy as jnp
-import optax
+import time
+from typing import Any
 
 from scalable_awt import checkpoints as ckpt_lib
-from scalable_awt import data as data_lib
-from scalable_awt import distribution, masks, models
-from scalable_awt import metrics as metrics_lib
-from scalable_awt import ticket_search
+from scalable_awt import distribution, masks, rng, tickets
+from scalable_awt import settings as settings_lib
+
+PyTree = Any
 
 
-def search_settings(config, *, epsilon: float, total_steps: int,
-                    domain) -> ticket_search.SearchSettings:
-  s, a = config.search, config.attack
-  return ticket_search.SearchSettings(
-      density=float(s.density), estimator=s.estimator,
-      num_samples=None if s.num_samples in (None, 0) else int(s.num_samples),
-      estimator_chunk_size=int(s.estimator_chunk_size),
-      kernel_weight=float(s.kernel_weight), l2_weight=float(s.l2_weight),
-      kernel_batch=int(s.kernel_batch), reduction=s.reduction,
-      mask_update_period=int(s.mask_update_period),
-      density_schedule=s.density_schedule,
-      prune_until_fraction=float(s.prune_until_fraction), total_steps=total_steps,
-      mask_distribution=s.mask_distribution, epsilon=float(epsilon),
-      attack_step_size=float(s.attack_step_size) if s.attack_step_size else
-      2.5 * float(epsilon) / max(int(s.attack_steps), 1),
-      attack_steps=int(s.attack_steps), norm=a.norm,
-      domain=None if domain is None else tuple(domain))
+def search_settings(config, *, epsilon: float, total_steps: int, domain):
+  """`ticket_search.SearchSettings` of a config's search at `epsilon`."""
+  settings = settings_lib.of(config)
+  return settings.search.for_search(
+      epsilon=epsilon, kernel_weight=settings.search.kernel_weight,
+      total_steps=total_steps, norm=settings.attack.norm, domain=domain)
 
 
-def _plot_curves(history: list[dict], path: str, title: str) -> None:
-  if not history:
-    return
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  steps = [row["step"] for row in history]
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-  for ax, name in zip(axes, ("target_distance", "kernel_distance")):
-    ax.plot(steps, [row[name] for row in history])
-    ax.set_yscale("log")
-    ax.set_xlabel("search step")
-    ax.set_title(name.replace("_", " "))
-  fig.suptitle(title)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+def _mask_store(workdir: str, method: str) -> ckpt_lib.Checkpoints:
+  return ckpt_lib.Checkpoints(
+      os.path.join(workdir, "checkpoints", "search", method, "mask"), keep=1)
 
 
-def _run_search(config, params, key, *, context, epsilon: float, method: str):
-  dataset = context.dataset
-  mesh = context.mesh
-  batch_size = int(config.search.batch_size)
-  steps_per_epoch = data_lib.steps_per_epoch(len(dataset.train_labels), batch_size)
-  total = max(1, int(round(float(config.search.epochs) * steps_per_epoch)))
-  domain = None if dataset.domain is None else tuple(dataset.domain)
-  settings = search_settings(config, epsilon=epsilon, total_steps=total, domain=domain)
-  apply_fn = models.make_apply_fn(context.model, context.model_state)
-  tx = optax.adam(float(config.search.learning_rate))
-  distribution.check_batch_size(batch_size, mesh)
-
-  replicated = distribution.replicated(mesh)
-  fresh = ticket_search.init_search_state(params, tx, settings)
-  tree = distribution.replicate({"state": fresh}, mesh)
-  meta = {"phase": "search", "method": method, "step": 0, "total_steps": total,
-          "history": []}
-  store = ckpt_lib.Checkpoints(os.path.join(context.workdir, "state"),
-                               keep=int(config.checkpoint.keep))
-  restored = store.restore(ckpt_lib.abstract_like(tree, replicated))
-  if restored is not None:
-    _, tree, meta = restored
-    if int(meta["total_steps"]) != total:
-      store.close()
-      raise RuntimeError(
-          f"The search checkpoint in {store.directory} was made for "
-          f"{meta['total_steps']} steps; this run has {total}. Use a new --workdir.")
-    logging.info("search[%s]: resuming at step %d/%d", method, meta["step"], total)
-  state = tree["state"]
-  step = int(meta["step"])
-  history = list(meta["history"])
-  step_fn = ticket_search.make_search_step(apply_fn, tx, settings)
-
-  def keyed_step(state, batch, base_key):
-    return step_fn(state, batch, jax.random.fold_in(base_key, state.step))
-
-  keyed_step = distribution.data_parallel(keyed_step, mesh)
-  batches = data_lib.Batches(dataset.train_images, dataset.train_labels, batch_size,
-                             seed=config.seed + 1, start_step=step,
-                             sharding=distribution.batch_sharded(mesh))
-  progress = metrics_lib.Progress(total, writer=context.writer, name=f"search[{method}]",
-                                  first_step=step)
-  every = int(config.checkpoint.every_steps)
-  log_every = max(1, int(config.search.log_every_steps))
-  try:
-    while step < total:
-      state, step_metrics = keyed_step(state, batches.get(step), key)
-      step += 1
-      if step % log_every == 0 or step == total:
-        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        if not math.isfinite(values["loss"]):
-          raise FloatingPointError(
-              f"search[{method}]: non-finite loss at step {step}; lower "
-              "search.learning_rate or search.kernel_weight.")
-        history.append({"step": step, **values})
-        context.writer.write_scalars(step, {f"{method}/search/{k}": v
-                                            for k, v in values.items()})
-        progress(step, f"target {values['target_distance']:.3g} "
-                       f"kernel {values['kernel_distance']:.3g}")
-      if step % every == 0 or step == total:
-        meta = {**meta, "step": step, "history": history}
-        store.save(step, {"state": state}, meta)
-  finally:
-    store.close()
-  with open(os.path.join(context.workdir, "history.json"), "w") as f:
-    json.dump(history, f)
-  run_root = os.path.dirname(os.path.dirname(os.path.dirname(context.workdir)))
-  _plot_curves(history, os.path.join(run_root, "plots", f"search_{method}.png"),
-               f"{method} search: distances to the dense teacher")
-  mask = ticket_search.final_mask(distribution.to_host(state), settings)
-  return mask, distribution.to_host(state.student_params)
-
-
-def awt_ticket(config, params, key, *, context):
-  """The adversarial winning ticket: search with the config's attack ε."""
-  mask, _ = _run_search(config, params, key, context=context,
-                        epsilon=float(config.attack.epsilon), method="awt")
+def search_one(settings, workdir, method, *, params, key, model, model_state,
+               dataset, mesh, writer, status, deadline=None):
+  """The mask of `method` (None for dense): stored, or searched and stored."""
+  if status.done("search", method):
+    return load_mask(workdir, method, params, mesh, status)
+  context = tickets.SearchContext(
+      model=model, model_state=model_state, dataset=dataset, mesh=mesh,
+      workdir=os.path.join(workdir, "checkpoints", "search", method),
+      writer=writer, run_dir=workdir, deadline=deadline)
+  start = time.time()
+  mask = tickets.MASK_FNS[method](settings, params, key, context=context)
+  # Wall time of this (last) run of the search: the search cost that the
+  # estimator comparison reports. A resumed search counts only its last part.
+  search_wall_s = time.time() - start
+  if mask is None:
+    status.mark("search", method, {"dense": True, "density": 1.0})
+    return None
+  mask = distribution.replicate(distribution.to_host(mask), mesh)
+  report = masks.density_report(distribution.to_host(mask))
+  with _mask_store(workdir, method) as store:
+    store.save(0, {"mask": mask}, {"method": method,
+                                   "density": report["density_prunable"]})
+  status.mark("search", method, {"dense": False,
+                                 "density": report["density_prunable"],
+                                 "wall_s": search_wall_s,
+                                 "steps": context.steps})
+  logging.info("search[%s]: density reached %.4f (target %.4f)", method,
+               report["density_prunable"], settings.search.density)
   return mask
 
 
-def ntt_ticket(config, params, key, *, context):
-  """Neural Tangent Transfer: the same search with ε = 0 (natural inputs)."""
-  mask, _ = _run_search(config, params, key, context=context, epsilon=0.0, method="ntt")
-  return mask
+def search_all(settings, workdir, *, params, budget=None,
+               **kwargs) -> dict[str, PyTree | None]:
+  """One mask per method of `settings.methods` (None for dense).
+
+  With a `budget.Budget`, the searches share its search time evenly.
+  """
+  base_key = rng.phase_keys(settings.seed)["search"]
+  masks_ = {}
+  for method in settings.methods:
+    pending = [m for m in settings.methods if m in tickets.SEARCHED
+               and m not in masks_]
+    deadline = (budget.deadline("search", len(pending))
+                if budget is not None and method in pending else None)
+    masks_[method] = search_one(
+        settings, workdir, method, params=params, deadline=deadline,
+        key=rng.method_key(base_key, tickets.KEY_OF.get(method, method)), **kwargs)
+  return masks_
 
 
-def snip_ticket(config, params, key, *, context):
-  """SNIP (Lee et al. 2019): |θ ⊙ ∂L/∂θ| of the cross-entropy on one batch at init."""
-  del key
-  apply_fn = models.make_apply_fn(context.model, context.model_state)
-  dataset = context.dataset
-  count = min(int(config.search.batch_size) * 4, len(dataset.train_labels))
-  images = jnp.asarray(data_lib.to_float(dataset.train_images[:count]))
-  labels = jnp.asarray(dataset.train_labels[:count])
-
-  def loss_fn(p):
-    logits = apply_fn(p, images)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-  scores = jax.jit(masks.snip_scores, static_argnums=0)(loss_fn, params)
-  return masks.topk_mask(scores, float(config.search.density),
-                         distribution=config.search.mask_distribution)
+def load_mask(workdir, method, params, mesh, status):
+  """The stored mask of `method` (None for dense); raises if never searched."""
+  info = status.info("search", method)
+  if info is None:
+    raise RuntimeError(
+        f"No mask for method {method!r} in {workdir}: the search phase has not "
+        "run for it. Add 'search' to config.phases.")
+  if info.get("dense"):
+    return None
+  abstract = {"mask": ckpt_lib.abstract_like(params,
+                                             distribution.replicated(mesh))}
+  with _mask_store(workdir, method) as store:
+    restored = store.restore(abstract)
+  if restored is None:
+    raise RuntimeError(f"Mask checkpoint of {method!r} missing in {workdir}; "
+                       "delete status.json's search entry to recompute it.")
+  return restored[1]["mask"]

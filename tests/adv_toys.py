@@ -46,3 +46,38 @@ def trained_digits_mlp():
   """`(apply_fn, params)` of the naturally trained digits MLP."""
   model, ts = train_digits_mlp()
   return models.make_apply_fn(model, ts.model_state), ts.params
+
+
+def linear_two_class(*, dim=16, num_examples=200, epsilon=0.1, seed=0,
+                     domain=(0.0, 1.0)):
+  """A 2-class linear model with its exact L∞ worst case, an attack oracle.
+
+  Logits `[0, w·x + b]` (class 1 iff `w·x + b > 0`), inputs uniform in
+  `domain` and labelled by the model, so every example starts correct. The
+  true-class margin `s·(w·x + b)`, `s = ±1` for class 1/0, is linear; over the
+  L∞ ball ∩ `domain` its minimum is at `x* = clip(x − ε·s·sign(w), domain)`,
+  coordinate by coordinate. Returns `(apply_fn, params, x, y, margin)` with
+  `margin` the worst-case margin `s·(w·x* + b)`, in float64: an example can
+  be fooled iff it is negative. Examples with `|margin| < 1e-3` are dropped so
+  that float32 rounding cannot decide a case.
+  """
+  rs = np.random.RandomState(seed)
+  w = rs.randn(dim)
+  lo, hi = domain
+  x = rs.uniform(lo, hi, size=(num_examples, dim))
+  b = -float(np.median(x @ w))  # About half of each class.
+  score = x @ w + b
+  sign = np.where(score > 0, 1.0, -1.0)
+  x_star = np.clip(x - epsilon * sign[:, None] * np.sign(w)[None, :], lo, hi)
+  margin = sign * (x_star @ w + b)
+  keep = (np.abs(margin) >= 1e-3) & (np.abs(score) >= 1e-3)
+  x, sign, margin = x[keep], sign[keep], margin[keep]
+  params = {"w": jax.numpy.asarray(w, np.float32),
+            "b": jax.numpy.asarray(b, np.float32)}
+
+  def apply_fn(p, inputs):
+    z = inputs.reshape((inputs.shape[0], -1)) @ p["w"] + p["b"]
+    return jax.numpy.stack([jax.numpy.zeros_like(z), z], axis=-1)
+
+  return (apply_fn, params, x.astype(np.float32),
+          (sign > 0).astype(np.int32), margin)

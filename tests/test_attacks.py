@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adv_toys import digits_data, trained_digits_mlp
+from adv_toys import digits_data, linear_two_class, trained_digits_mlp
 from scalable_awt import attacks
 
 ATOL = 1e-5  # float32 rounding of x + δ − x.
@@ -58,6 +58,14 @@ def _run(name, apply_fn, params, x, y, *, key, epsilon, norm, loss="ce",
     return attacks.apgd_ce(apply_fn, params, x, y, key=key, epsilon=epsilon,
                            num_steps=num_steps, norm=norm, domain=domain,
                            loss=loss)
+  if name == "apgd_t":
+    return attacks.apgd_t(apply_fn, params, x, y, key=key, epsilon=epsilon,
+                          num_steps=num_steps, num_targets=3, norm=norm,
+                          domain=domain)
+  if name == "square":
+    return attacks.square(apply_fn, params, x, y, key=key, epsilon=epsilon,
+                          num_queries=10 * num_steps, norm=norm,
+                          domain=domain)
   if name == "fgsm":
     return attacks.fgsm(apply_fn, params, x, y, epsilon=epsilon, norm=norm,
                         loss=loss, domain=domain)
@@ -69,12 +77,18 @@ def _run(name, apply_fn, params, x, y, *, key, epsilon, norm, loss="ce",
   raise AssertionError(name)
 
 
-@pytest.mark.parametrize("norm,epsilon", [("linf", 0.1), ("l2", 1.0)])
-@pytest.mark.parametrize("name,rank", [
-    ("pgd", "flat"), ("pgd_last", "flat"), ("apgd_ce", "flat"),
-    ("fgsm", "flat"), ("worst_case", "flat"),
-    ("pgd", "nhwc"), ("apgd_ce", "nhwc"), ("fgsm", "nhwc")])
-def test_attack_stays_in_ball_and_domain(name, norm, epsilon, rank):
+# Square is L∞ only (test_square_rejects_l2); APGD-T's L∞ ball is checked by
+# test_gradient_attacks_match_the_linear_closed_form (compiles are slow).
+@pytest.mark.parametrize("name,rank,norm,epsilon", [
+    (name, rank, norm, epsilon)
+    for name, rank in [
+        ("pgd", "flat"), ("pgd_last", "flat"), ("apgd_ce", "flat"),
+        ("fgsm", "flat"), ("worst_case", "flat"),
+        ("pgd", "nhwc"), ("apgd_ce", "nhwc"), ("apgd_t", "nhwc"),
+        ("square", "nhwc"), ("fgsm", "nhwc")]
+    for norm, epsilon in [("linf", 0.1), ("l2", 1.0)]
+    if (name, norm) not in (("square", "l2"), ("apgd_t", "linf"))])
+def test_attack_stays_in_ball_and_domain(name, rank, norm, epsilon):
   x, y = _test_set(64)
   if rank == "flat":
     apply_fn, params = trained_digits_mlp()
@@ -90,6 +104,10 @@ def test_attack_stays_in_ball_and_domain(name, norm, epsilon, rank):
   assert float(dist.max()) <= epsilon + ATOL
   assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
   # A working attack uses its budget: most perturbations are far from 0.
+  if name == "square":
+    # Square returns misclassified inputs unchanged (the untrained CNN gets
+    # most wrong); only the examples it had to attack count.
+    dist = dist[_correct(apply_fn, params, x, y)]
   assert float(jnp.median(dist)) > 0.5 * epsilon
 
 
@@ -213,8 +231,10 @@ def test_pgd_beats_fgsm_and_random_noise(norm, epsilon):
   assert acc_noise > 0.8 * acc_clean  # The ε is "small" for random noise.
 
 
-@pytest.mark.parametrize("name", ["pgd", "apgd_ce", "fgsm"])
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+# APGD-T shares apgd_ce's iteration; its L2 case checks the per-example targets.
+@pytest.mark.parametrize("name,norm", [
+    (name, norm) for name in ("pgd", "apgd_ce", "apgd_t", "fgsm")
+    for norm in ("linf", "l2") if (name, norm) != ("apgd_t", "linf")])
 def test_examples_do_not_interact(name, norm):
   """Per-example norms and steps: attacking a batch equals attacking each
   example alone (catches batch-wide normalisation of steps or projections)."""
@@ -228,6 +248,9 @@ def test_examples_do_not_interact(name, norm):
   elif name == "apgd_ce":
     fn = functools.partial(attacks.apgd_ce, num_steps=10, random_start=False,
                            **kw)
+  elif name == "apgd_t":
+    fn = functools.partial(attacks.apgd_t, num_steps=5, num_targets=2,
+                           random_start=False, **kw)
   else:
     fn = functools.partial(attacks.fgsm, **kw)
   key = jax.random.key(0)
@@ -247,7 +270,12 @@ def test_deterministic_given_key():
                                       num_steps=5))
   apgd = jax.jit(lambda k: attacks.apgd_ce(apply_fn, params, x, y, key=k,
                                            epsilon=0.1, num_steps=5))
-  for fn in (pgd, apgd):
+  apgd_t = jax.jit(lambda k: attacks.apgd_t(apply_fn, params, x, y, key=k,
+                                            epsilon=0.1, num_steps=3,
+                                            num_targets=2))
+  square = jax.jit(lambda k: attacks.square(apply_fn, params, x, y, key=k,
+                                            epsilon=0.1, num_queries=20))
+  for fn in (pgd, apgd, apgd_t, square):
     a, b, c = fn(jax.random.key(0)), fn(jax.random.key(0)), fn(jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(c))
@@ -308,3 +336,157 @@ def test_invalid_arguments_raise():
   with pytest.raises(ValueError):
     attacks.worst_case(attacks.pgd, apply_fn, params, x, y, num_restarts=0,
                        **base)
+  for kwargs in (dict(num_targets=0), dict(num_steps=0), dict(norm="l1"),
+                 dict(momentum=2.0)):
+    with pytest.raises(ValueError):
+      attacks.apgd_t(apply_fn, params, x, y, key=key, epsilon=0.1, **kwargs)
+  for kwargs in (dict(num_queries=0), dict(p_init=0.0), dict(epsilon=-1.0),
+                 dict(domain=(1.0, 0.0))):
+    with pytest.raises(ValueError):
+      attacks.square(apply_fn, params, x, y, key=key, **{"epsilon": 0.1,
+                                                         **kwargs})
+
+
+# --------------------------------------------------------------------------
+# APGD-T.
+# --------------------------------------------------------------------------
+
+def test_targeted_dlr_loss_matches_the_formula_and_is_scale_invariant():
+  logits = jnp.array([[4.0, 1.0, 3.0, 0.0, 2.0], [0.0, 5.0, 1.0, 2.0, -1.0]])
+  y, target = jnp.array([0, 3]), jnp.array([2, 1])
+  # Sorted: (4, 3, 2, 1, 0) and (5, 2, 1, 0, -1).
+  expected = [-(4.0 - 3.0) / (4.0 - (2.0 + 1.0) / 2),
+              -(2.0 - 5.0) / (5.0 - (1.0 + 0.0) / 2)]
+  loss = attacks.targeted_dlr_loss(logits, y, target)
+  np.testing.assert_allclose(np.asarray(loss), expected, rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(attacks.targeted_dlr_loss(3.0 * logits - 7.0, y, target)),
+      expected, rtol=1e-5)
+
+
+def test_target_classes_are_the_most_likely_wrong_classes():
+  logits = jnp.array([[4.0, 1.0, 3.0, 0.0, 2.0], [0.0, 5.0, 1.0, 2.0, -1.0]])
+  targets = attacks.target_classes(logits, jnp.array([0, 1]), 3)
+  np.testing.assert_array_equal(np.asarray(targets), [[2, 4, 1], [3, 2, 0]])
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+  """The naturally trained digits MLP of `adv_toys` (trained once, cached)."""
+  return trained_digits_mlp()
+
+
+@pytest.mark.parametrize("norm,epsilon", [("linf", 0.08), ("l2", 0.8)])
+def test_apgd_t_is_at_least_as_strong_as_pgd(digits_mlp, norm, epsilon):
+  """Croce & Hein's claim, on a trained model: APGD-T with the same ε and
+  number of steps (per target) leaves no more examples robust than PGD."""
+  apply_fn, params = digits_mlp
+  x, y = _test_set()
+  steps, key = 20, jax.random.key(0)
+  acc_pgd = _accuracy(apply_fn, params, attacks.pgd(
+      apply_fn, params, x, y, key=key, epsilon=epsilon,
+      step_size=2.5 * epsilon / steps, num_steps=steps, norm=norm), y)
+  acc_apgd_t = _accuracy(apply_fn, params, attacks.apgd_t(
+      apply_fn, params, x, y, key=key, epsilon=epsilon, num_steps=steps,
+      norm=norm), y)
+  assert acc_pgd < 0.9 * _accuracy(apply_fn, params, x, y)  # ε bites.
+  # Tolerance 2/256: the attacks use different random starts, and the claim
+  # is about strength, not about every single example.
+  assert acc_apgd_t <= acc_pgd + 2 / 256
+
+
+def test_apgd_t_with_one_target_attacks_the_most_likely_wrong_class():
+  """APGD-T reuses the APGD iteration: with one target it is exactly APGD
+  on the targeted DLR loss towards the most likely wrong class, with the
+  first target's key."""
+  apply_fn, params = trained_digits_mlp()
+  x, y = _test_set(64)
+  kw = dict(key=jax.random.key(2), epsilon=0.1, num_steps=10)
+  x_adv = attacks.apgd_t(apply_fn, params, x, y, num_targets=1, **kw)
+  target = attacks.target_classes(apply_fn(params, x), y, 1)[:, 0]
+  by_hand = attacks._apgd(
+      apply_fn, params, x, y,
+      loss_fn=lambda logits, y_: attacks.targeted_dlr_loss(logits, y_, target),
+      norm="linf", domain=(0.0, 1.0), rho=0.75, momentum=0.75,
+      initial_step=2.0, random_start=True,
+      **dict(kw, key=jax.random.fold_in(kw["key"], 0)))
+  np.testing.assert_allclose(np.asarray(x_adv), np.asarray(by_hand), atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Square.
+# --------------------------------------------------------------------------
+
+def test_square_p_schedule_matches_the_paper():
+  p = [float(attacks.square_p_schedule(i, 10000)) for i in
+       (0, 10, 11, 50, 51, 200, 201, 500, 501, 1000, 1001, 2000, 2001, 4000,
+        4001, 6000, 6001, 8000, 8001, 9999)]
+  expected = [0.8, 0.8] + [0.8 / 2 ** k for k in range(1, 10)
+                           for _ in range(2)]
+  np.testing.assert_allclose(p, expected, rtol=1e-6)
+  # Rescaled to shorter runs: half of 1000 queries is half of 10000.
+  assert float(attacks.square_p_schedule(500, 1000)) == pytest.approx(
+      float(attacks.square_p_schedule(5000, 10000)))
+
+
+@pytest.mark.parametrize("dim", [16, 12])  # A 4x4 image; a 1x12 strip.
+def test_square_finds_the_closed_form_adversarials_of_a_linear_model(dim):
+  """For a linear 2-class model the L∞ worst case is known in closed form
+  (`adv_toys.linear_two_class`). Square must fool exactly the examples whose
+  worst-case margin is negative, and no attack can fool the others."""
+  eps = 0.1
+  apply_fn, params, x, y, margin = linear_two_class(dim=dim, epsilon=eps)
+  assert (margin < 0).sum() >= 20 and (margin > 0).sum() >= 20
+  queries = 300
+  x_adv, used = jax.jit(lambda p: attacks.square(
+      apply_fn, p, x, y, key=jax.random.key(0), epsilon=eps,
+      num_queries=queries, return_queries=True))(params)
+  fooled = ~_correct(apply_fn, params, x_adv, y)
+  np.testing.assert_array_equal(fooled, margin < 0)
+  assert float(attacks.per_example_norm(x_adv - x, "linf").max()) <= eps + ATOL
+  assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+  # Fooled examples stop counting queries; the others use the whole budget.
+  used = np.asarray(used)
+  assert np.all(used[margin > 0] == queries)
+  assert np.all(used[margin < 0] < queries)
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd_ce", "apgd_t", "fgsm",
+                                  "worst_case"])
+def test_gradient_attacks_match_the_linear_closed_form(name):
+  """Soundness (no example with a positive worst-case margin is fooled: no
+  attack may beat the optimum) and, for a linear model whose gradient sign is
+  constant, completeness: every fooled-able example is fooled."""
+  eps = 0.1
+  apply_fn, params, x, y, margin = linear_two_class(epsilon=eps, seed=1)
+  x_adv = _run(name, apply_fn, params, jnp.asarray(x), jnp.asarray(y),
+               key=jax.random.key(0), epsilon=eps, norm="linf")
+  fooled = ~_correct(apply_fn, params, x_adv, y)
+  assert not fooled[margin > 0].any()
+  np.testing.assert_array_equal(fooled, margin < 0)
+  assert float(attacks.per_example_norm(x_adv - x, "linf").max()) <= eps + ATOL
+  assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+
+
+def test_square_rejects_l2():
+  apply_fn, params = trained_digits_mlp()
+  x, y = _test_set(4)
+  with pytest.raises(ValueError, match="linf"):
+    attacks.square(apply_fn, params, x, y, key=jax.random.key(0),
+                   epsilon=0.5, norm="l2")
+
+
+def test_square_returns_misclassified_inputs_unchanged():
+  """An example the model gets wrong already is its own worst case, at no
+  query; ε = 0 returns every input."""
+  apply_fn, params, x, y, _ = linear_two_class(num_examples=40)
+  y = np.where(np.arange(len(y)) % 2 == 0, 1 - y, y)  # Every other one wrong.
+  wrong = ~_correct(apply_fn, params, x, y)
+  run = jax.jit(lambda eps: attacks.square(
+      apply_fn, params, x, y, key=jax.random.key(0), epsilon=eps,
+      num_queries=50, return_queries=True))
+  for eps in (0.1, 0.0):
+    x_adv, used = run(eps)
+    np.testing.assert_array_equal(np.asarray(x_adv)[wrong], x[wrong])
+    assert np.all(np.asarray(used)[wrong] == 0)
+  np.testing.assert_array_equal(np.asarray(x_adv), x)

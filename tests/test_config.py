@@ -93,30 +93,59 @@ def _main(*args):
     ("--config.attack.epsilon=-0.5", "config.attack.epsilon=-0.5: must be a finite number >= 0"),
     ("--config.search.estimator=magic", "config.search.estimator='magic': must be one of 'exact', 'diagonal', 'block_diagonal', 'random_projection', 'random_projection_unbiased', 'output_probes', 'output_probes_deflated'"),
     ("--config.data.name=imagenet", "config.data.name='imagenet': must be one of"),
-    ("--config.search.dnsity=0.5", "--config.search.dnsity: unknown key; keys of config.search are: attack_step_size, attack_steps, batch_size, density"),
+    # main.py may add a "did you mean" hint between the two parts.
+    ("--config.search.dnsity=0.5", ("--config.search.dnsity: unknown key",
+                                    "keys of config.search are: attack_step_size, attack_steps, batch_size, density")),
 ])
 def test_entry_point_rejects_bad_config(tmp_path, override, needle):
   out = _main("--config", "configs/toy_gaussian.py:smoke", "--workdir",
               str(tmp_path / "w"), override)
   assert out.returncode == 2, out.stderr[-2000:]
-  assert needle in out.stderr, out.stderr[-2000:]
+  for part in (needle,) if isinstance(needle, str) else needle:
+    assert part in out.stderr, out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   assert not (tmp_path / "w").exists()  # Nothing was started.
 
 
-def test_schema_estimators_match_the_estimator_registry():
-  # config_schema keeps the names literal (no JAX import to read a config).
-  from scalable_awt import estimators
-  assert config_schema.ESTIMATORS == tuple(estimators.NAMES)
-
-
-def test_schema_chunked_estimators_match_the_estimator_registry():
-  from scalable_awt import estimators
-  assert config_schema.CHUNKED_ESTIMATORS == tuple(estimators.CHUNKED)
+def test_allowed_names_come_from_the_implementing_modules():
+  from scalable_awt import estimators, evaluation, masks, ticket_search
+  allowed = cv.allowed_values()
+  assert allowed["search.estimator"] == tuple(estimators.NAMES)
+  assert allowed["search.mask_distribution"] == tuple(masks.DISTRIBUTIONS)
+  assert allowed["search.density_schedule"] == tuple(ticket_search.DENSITY_SCHEDULES)
+  assert allowed["eval.attacks"] == tuple(evaluation.ATTACKS)
   for name in estimators.CHUNKED:  # The option the config passes on exists.
     assert estimators.get_estimator(name, chunk_size=2).chunk_size == 2
 
 
-def test_schema_mask_distributions_match_the_masks_module():
-  from scalable_awt import masks
-  assert config_schema.MASK_DISTRIBUTIONS == masks.DISTRIBUTIONS
+def test_schema_models_match_the_model_registry():
+  from scalable_awt import models
+  assert set(config_schema.MODELS) == set(models._MODELS) | {"linear"}
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("search.kernel_period", 0, "integer >= 1"),
+    ("search.teacher_cache", 1, "True or False"),
+    ("search.teacher_cache_gb", 0.0, "> 0"),
+    ("search.precision", "float16", "'float32', 'bfloat16'"),
+    ("data.validation_examples", -2, "-1 (the data set's standard split)"),
+    ("eval.square_queries", 0, "integer >= 1"),
+    ("eval.apgd_t_targets", 0, "integer >= 1"),
+    ("eval.validation", "yes", "True or False"),
+    ("eval.attacks", ("pgd", "deepfool"), "distinct names from 'pgd'"),
+])
+def test_validate_new_keys(key, value, needle):
+  c = config_schema.get_config().to_dict()  # A dict: no ConfigDict type lock.
+  group, name = key.split(".")
+  c[group][name] = value
+  with pytest.raises(cv.ConfigError) as e:
+    cv.validate(c)
+  assert f"config.{key}" in str(e.value) and needle in str(e.value)
+
+
+def test_defaults_of_new_keys():
+  c = config_schema.get_config()
+  assert tuple(c.eval.attacks) == ("pgd", "apgd_ce")
+  assert c.data.validation_examples == -1 and c.eval.validation is True
+  assert (c.search.kernel_period, c.search.teacher_cache, c.search.precision) == (
+      1, False, "float32")

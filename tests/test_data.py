@@ -57,7 +57,8 @@ def make_image_folder(root, per_class=3, size=6, mode="RGB"):
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx(tmp_path, gz):
   arrays = make_idx_dir(str(tmp_path), gz=gz)
-  ds = data.load(_cfg(name="mnist", data_dir=str(tmp_path)))
+  ds = data.load(_cfg(name="mnist", data_dir=str(tmp_path),
+                      validation_examples=0))
   assert ds.source.startswith("idx")
   assert ds.train_images.shape == (40, 28, 28, 1)
   np.testing.assert_array_equal(ds.train_images[..., 0],
@@ -70,6 +71,7 @@ def test_idx(tmp_path, gz):
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_image_folder_tfds_and_pil_agree(tmp_path, mode):
+  pytest.importorskip("tensorflow_datasets")  # The `tfds` extra.
   make_image_folder(str(tmp_path), mode=mode)
   a = data.load_image_folder_split(str(tmp_path), "train", backend="tfds")
   b = data.load_image_folder_split(str(tmp_path), "train", backend="pil")
@@ -92,9 +94,9 @@ def test_npz(tmp_path):
 
 
 def test_tfds_mock_data():
-  import tensorflow_datasets as tfds
+  tfds = pytest.importorskip("tensorflow_datasets")  # The `tfds` extra.
   with tfds.testing.mock_data(num_examples=20):
-    ds = data.load(_cfg(name="mnist", source="tfds"))
+    ds = data.load(_cfg(name="mnist", source="tfds", validation_examples=0))
   assert ds.train_images.shape == (20, 28, 28, 1)
   assert ds.train_images.dtype == np.uint8 and ds.num_classes == 10
 
@@ -130,6 +132,105 @@ def test_batches_deterministic_and_resumable():
   assert not np.array_equal(c.get(0)["image"], first[0])
 
 
+def test_batches_index_is_the_position_in_the_training_arrays():
+  x = np.arange(50, dtype=np.float32)[:, None] * 2.0
+  y = np.arange(50) % 10
+  b = data.Batches(x, y, 8, seed=1)
+  for step in (0, 5, 6, 13):
+    batch = b.get(step)
+    assert batch["index"].dtype == np.int32
+    np.testing.assert_array_equal(batch["index"], b.indices(step))
+    np.testing.assert_array_equal(batch["image"][:, 0], x[batch["index"], 0])
+    np.testing.assert_array_equal(batch["label"], y[batch["index"]])
+
+
+def _mnist_idx(tmp_path, n_train):
+  make_idx_dir(str(tmp_path), n_train=n_train, n_test=16)
+  return _cfg(name="mnist", data_dir=str(tmp_path))
+
+
+def test_validation_split_is_the_last_training_examples(tmp_path):
+  arrays = make_idx_dir(str(tmp_path), n_train=40, n_test=16)
+  images = arrays["train-images-idx3-ubyte"]
+  labels = arrays["train-labels-idx1-ubyte"]
+  ds = data.load(_cfg(name="mnist", data_dir=str(tmp_path),
+                      validation_examples=10, num_train=20))
+  # Held out first, then num_train cuts what is left.
+  np.testing.assert_array_equal(ds.validation_images[..., 0], images[30:])
+  np.testing.assert_array_equal(ds.validation_labels, labels[30:])
+  np.testing.assert_array_equal(ds.train_images[..., 0], images[:20])
+  assert ds.validation_images.dtype == ds.train_images.dtype == np.uint8
+  assert ds.validation_labels.dtype == np.int32
+  assert ds.info()["num_validation"] == 10 and ds.info()["num_train"] == 20
+  none = data.load(_cfg(name="mnist", data_dir=str(tmp_path),
+                        validation_examples=0))
+  assert none.validation_images.shape == (0, 28, 28, 1)
+  assert none.validation_labels.shape == (0,)
+  assert len(none.train_labels) == 40 and none.info()["num_validation"] == 0
+
+
+def test_validation_standard_sizes():
+  assert data.standard_validation_examples("mnist") == 10000
+  assert data.standard_validation_examples("cifar10") == 5000
+  assert data.standard_validation_examples("cifar100") == 5000
+  assert data.standard_validation_examples("digits") == 0
+  assert data.validation_count(_cfg(name="mnist"), 60000) == 10000
+  assert data.validation_count(_cfg(name="cifar10"), 50000) == 5000
+  assert data.validation_count(_cfg(name="digits"), 1347) == 0
+  ds = data.load(_cfg(name="digits"))  # digits: no split unless asked.
+  assert len(ds.validation_labels) == 0
+  held = data.load(_cfg(name="digits", validation_examples=100))
+  assert len(held.validation_labels) == 100
+  assert len(held.train_labels) == len(ds.train_labels) - 100
+  np.testing.assert_array_equal(held.validation_images, ds.train_images[-100:])
+
+
+def test_validation_split_too_large_is_a_clear_error(tmp_path):
+  with pytest.raises(data.DataMismatchError, match=r"only 40.*N < 40"):
+    data.load(_mnist_idx(tmp_path, 40))  # The standard 10,000 do not fit.
+  c = _mnist_idx(tmp_path, 40)
+  c.validation_examples = 40
+  with pytest.raises(data.DataMismatchError, match="validation_examples=40"):
+    data.load(c)
+
+
+def test_data_folder_not_found(tmp_path):
+  missing = tmp_path / "mnsit"  # A typo of an existing folder.
+  make_idx_dir(str(tmp_path / "mnist"))
+  for source in ("auto", "idx", "image_folder", "npz", "tfds"):
+    c = _cfg(name="mnist", data_dir=str(missing), source=source)
+    with pytest.raises(data.DataNotFoundError) as e:
+      data.load(c)
+    message = str(e.value)
+    assert message.startswith(f"data folder not found: {missing} ")
+    assert "config.data.data_dir=" in message and "expected" in message
+    assert "IDX" in message and "tfds" not in message.split(";")[0]
+
+
+def test_data_folder_without_data_is_not_a_tfds_error(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(data.DataNotFoundError, match=r"no cifar10 data in .*empty"):
+    data.load(_cfg(name="cifar10", data_dir=str(tmp_path / "empty")))
+
+
+def test_image_shape_must_match_the_data_set(tmp_path):
+  make_image_folder(str(tmp_path / "cifar"), size=32)  # 32x32x3, CIFAR-like.
+  with pytest.raises(data.DataMismatchError) as e:
+    data.load(_cfg(name="mnist", data_dir=str(tmp_path / "cifar"),
+                   validation_examples=0))
+  message = str(e.value)
+  for part in ("expects 28x28x1", "are 32x32x3", "an MNIST config pointed at "
+               "CIFAR-10 data", "--config.data.data_dir"):
+    assert part in message, (part, message)
+  make_idx_dir(str(tmp_path / "idx"))  # 28x28x1 under a CIFAR-10 name.
+  with pytest.raises(data.DataMismatchError, match="a CIFAR-10 config pointed "
+                     "at MNIST data"):
+    data.load(_cfg(name="cifar10", data_dir=str(tmp_path / "idx"),
+                   source="idx", validation_examples=0))
+  ok = data.load(_cfg(name="image_folder", data_dir=str(tmp_path / "cifar")))
+  assert ok.image_shape == (32, 32, 3)  # Unnamed data sets take any shape.
+
+
 def test_batches_sharded():
   import jax
   from scalable_awt import distribution
@@ -140,8 +241,9 @@ def test_batches_sharded():
   batch = b.get(0)
   assert isinstance(batch["image"], jax.Array)
   assert len(batch["image"].sharding.device_set) == jax.device_count()
-  np.testing.assert_array_equal(np.asarray(batch["image"]),
-                                data.Batches(x, np.zeros(64), 16, seed=0).get(0)["image"])
+  unsharded = data.Batches(x, np.zeros(64), 16, seed=0).get(0)
+  np.testing.assert_array_equal(np.asarray(batch["image"]), unsharded["image"])
+  np.testing.assert_array_equal(np.asarray(batch["index"]), unsharded["index"])
 
 
 NO_TF = ("import sys; sys.modules['tensorflow'] = None; "
@@ -150,7 +252,7 @@ NO_TF = ("import sys; sys.modules['tensorflow'] = None; "
 
 def test_without_tensorflow(tmp_path):
   """IDX and image folders, JSONL metrics and the whole runner without TF."""
-  make_idx_dir(str(tmp_path / "idx"), n_train=64, n_test=16)
+  make_idx_dir(str(tmp_path / "idx"), n_train=96, n_test=16)
   make_image_folder(str(tmp_path / "img"))
   code = NO_TF + f"""
 from scalable_awt import config_schema, data, metrics
@@ -168,6 +270,7 @@ except data.DataNotFoundError as e:
   assert 'needs TensorFlow' in str(e)
 sys.argv = ['main', '--config', 'configs/mlp_mnist.py:smoke', '--workdir',
             {str(tmp_path / 'run')!r}, '--config.data.data_dir={tmp_path / 'idx'}',
+            '--config.data.validation_examples=8',
             '--config.train.epochs=1', '--config.methods=("random",)']
 from scalable_awt import main
 main.run()
@@ -177,4 +280,5 @@ main.run()
   assert out.returncode == 0, out.stderr[-3000:]
   assert (tmp_path / "run" / "metrics.jsonl").exists()
   assert (tmp_path / "run" / "results.json").exists()
-  assert not list((tmp_path / "run").glob("events.out.tfevents*"))
+  # TensorBoard's own (TensorFlow-free) writer still writes event files.
+  assert list((tmp_path / "run").glob("events.out.tfevents*"))

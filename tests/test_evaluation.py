@@ -15,23 +15,50 @@ def _data(n=200):
   return x[:n], y[:n]
 
 
-def test_result_structure_and_consistency():
-  apply_fn, params = trained_digits_mlp()
+@pytest.fixture(scope="module")
+def digits_mlp():
+  """The naturally trained digits MLP of `adv_toys` (trained once, cached)."""
+  return trained_digits_mlp()
+
+
+def test_result_structure_and_consistency(digits_mlp):
+  apply_fn, params = digits_mlp
   x, y = _data()
+  suite = ("pgd", "apgd_ce", "apgd_t", "square", "fgsm", "cw")
   res = evaluation.evaluate(apply_fn, params, x, y, key=jax.random.key(0),
-                            epsilon=0.08, attacks=("pgd", "apgd_ce", "fgsm",
-                                                   "cw"),
-                            pgd_steps=10, apgd_steps=10, batch_size=64)
+                            epsilon=0.08, attacks=suite, pgd_steps=10,
+                            pgd_restarts=2, apgd_steps=10, apgd_t_targets=3,
+                            square_queries=100, batch_size=64)
   json.dumps(res)  # JSON-ready: plain floats, ints, lists, None.
   assert res["num_examples"] == 200
   natural = float(np.mean(np.asarray(jnp.argmax(apply_fn(params, x), -1)) == y))
   assert res["natural_accuracy"] == pytest.approx(natural)
   per_attack = res["robust_accuracy_per_attack"]
-  assert set(per_attack) == {"pgd10", "apgd_ce", "fgsm", "cw10"}
+  assert set(per_attack) == {"pgd10", "apgd_ce", "apgd_t", "square", "fgsm",
+                             "cw10"}
   for v in per_attack.values():
     assert 0.0 <= v <= res["natural_accuracy"] + 1e-9
-  assert res["robust_accuracy"] <= min(per_attack.values()) + 1e-9
-  assert res["robust_accuracy"] < res["natural_accuracy"] - 0.1
+  # The per-example worst case over the suite: at most every attack, and
+  # (union bound) at least natural minus the sum of what each attack took.
+  worst = res["robust_accuracy_all_attacks"]
+  assert worst == res["robust_accuracy"]
+  assert worst <= min(per_attack.values()) + 1e-9
+  assert worst >= natural - sum(natural - v for v in per_attack.values()) - 1e-9
+  assert worst < res["natural_accuracy"] - 0.1
+  # The threat model states every attack as it was run.
+  tm = res["threat_model"]
+  assert (tm["norm"], tm["epsilon"], tm["units"]) == ("linf", 0.08, "pixels")
+  specs = {a["name"]: a for a in tm["attacks"]}
+  assert [a["name"] for a in tm["attacks"]] == list(suite)
+  assert {a["key"] for a in tm["attacks"]} == set(per_attack)
+  assert (specs["pgd"]["steps"], specs["pgd"]["restarts"]) == (10, 2)
+  assert specs["pgd"]["step_size"] == pytest.approx(2.5 * 0.08 / 10)
+  assert (specs["apgd_ce"]["steps"], specs["apgd_ce"]["restarts"]) == (10, 2)
+  assert (specs["apgd_t"]["steps"], specs["apgd_t"]["restarts"],
+          specs["apgd_t"]["targets"]) == (10, 1, 3)
+  assert (specs["square"]["queries"], specs["square"]["restarts"]) == (100, 1)
+  assert all(isinstance(a["steps"], int) for a in tm["attacks"])
+  assert specs["cw"]["loss"] == "margin" and specs["fgsm"]["steps"] == 1
   # Per-class numbers average back to the totals.
   counts = np.bincount(y, minlength=10)
   for name, values in res["per_class_accuracy"].items():
@@ -122,3 +149,24 @@ def test_missing_classes_are_none_and_bad_arguments_raise():
   with pytest.raises(ValueError):
     evaluation.evaluate(apply_fn, params, x, y + 5, key=jax.random.key(0),
                         epsilon=0.1)
+  for kwargs in (dict(attacks=("square",), norm="l2"),
+                 dict(attacks=("apgd_t",), apgd_t_targets=0),
+                 dict(attacks=("square",), square_queries=0),
+                 dict(pgd_restarts=1.5)):
+    with pytest.raises(ValueError):
+      evaluation.evaluate(apply_fn, params, x, y, key=jax.random.key(0),
+                          epsilon=0.1, **kwargs)
+
+
+def test_threat_model_units_and_epsilon_zero():
+  """Units follow the domain; with ε = 0 nothing runs but the suite is still
+  stated, and APGD-T's targets are capped at C − 1."""
+  apply_fn, params = trained_digits_mlp()
+  x, y = _data(32)
+  res = evaluation.evaluate(apply_fn, params, x, y, key=jax.random.key(0),
+                            epsilon=0.0, attacks=("apgd_t", "square"),
+                            apgd_t_targets=50, domain=None)
+  tm = res["threat_model"]
+  assert tm["units"] == "input units" and tm["domain"] is None
+  assert tm["attacks"][0]["targets"] == 9
+  assert res["robust_accuracy_all_attacks"] == res["natural_accuracy"]

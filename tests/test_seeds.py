@@ -111,3 +111,24 @@ def test_curve_gaps_are_paired_over_the_seeds_that_have_them(seeds, tmp_path):
   robust = next(p for p in result["curve_paired"] if p["metric"] == "robust_gap")
   assert robust["mean"] == pytest.approx(2 * (-0.125))
   assert "| 10.0% | natural_gap | -20.0, -5.0 | -12.5 ± 7.5 | 0/2 |" in seeds.markdown(result)
+
+
+def test_awt_is_paired_with_every_baseline_and_the_threat_model_is_stated(seeds, tmp_path):
+  tm = {"norm": "linf", "epsilon": 0.3, "units": "pixels",
+        "attacks": [{"name": "pgd", "steps": 100, "restarts": 5}]}
+  for seed, (awt, ablation, rnd) in enumerate(((0.60, 0.55, 0.50), (0.62, 0.60, 0.50))):
+    result = {"preset": "p", "config_file": "c.py", "overrides": [f"seed={seed}"],
+              "threat_model": tm, "rows": [_row("awt", 0.1, 0.8, awt),
+                                           _row("awt_no_kernel", 0.1, 0.8, ablation),
+                                           _row("random", 0.1, 0.7, rnd)]}
+    (tmp_path / f"s{seed}.json").write_text(json.dumps(result))
+  sweeps = seeds.load(["s0", "s1"], tmp_path)
+  result = dict(seeds.aggregate(sweeps), threat_model=seeds.threat_model_of(sweeps[0]))
+  pgd = {p["baseline"]: p for p in result["paired"] if p["metric"] == "pgd100"}
+  assert [p["baseline"] for p in result["paired"] if p["metric"] == "pgd100"] == [
+      "random", "awt_no_kernel"]  # Random first, then the ablations.
+  assert pgd["random"]["differences"] == pytest.approx([0.10, 0.12])
+  assert pgd["awt_no_kernel"]["differences"] == pytest.approx([0.05, 0.02])
+  text = seeds.markdown(result)
+  assert text.startswith("Threat model: L∞ ε = 0.3 (pixels); PGD-100 ×5 restarts.")
+  assert "| 10.0% | pgd100, awt − awt_no_kernel | +5.0, +2.0 | +3.5 ± 1.5 | 2/2 |" in text

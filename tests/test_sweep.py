@@ -57,7 +57,7 @@ def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
       config="mlp_digits.py", densities=(0.2,), methods=("random",),
       overrides=("data.num_train=256", "data.num_test=64", "train.epochs=1",
                  "train.curve_examples=16", "attack.train_steps=1",
-                 "eval.pgd_steps=2"),
+                 "eval.pgd_steps=2", "eval.attacks=('pgd',)"),
       paper={"awt (paper)": {0.2: (None, 50.0)}}))
   argv = ["tiny", "--runs", str(tmp_path / "runs"), "--set", "seed=1"]
   assert sweep.main(argv) == 0
@@ -199,3 +199,111 @@ def test_merge_refuses_what_is_not_one_experiment(sweep, tmp_path, monkeypatch):
   assert not (tmp_path / "m.json").exists()
   assert json.loads((tmp_path / "a.json").read_text())["rows"][0]["robust_accuracy"] == {
       "pgd100": 0.8}
+
+
+PAPER_CONFIGS = sorted(
+    os.path.join(ROOT, "configs", "paper", name)
+    for name in os.listdir(os.path.join(ROOT, "configs", "paper"))
+    if name.endswith(".py") and not name.startswith("_"))
+PAPER_ARGS = {"mnist_mlp_table1.py": ["", "eps092", "eps092,committed", "smoke"],
+              "cnn_mnist_fig6.py": ["", "full", "seeds3"],
+              "estimators_mnist_mlp.py": ["", "seeds3"]}
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=os.path.basename)
+def test_paper_configs_are_valid_runner_configs(sweep, path):
+  from scalable_awt import config_validation
+  for arg in PAPER_ARGS.get(os.path.basename(path), [""]):
+    spec = f"{path}:{arg}" if arg else path
+    config = sweep.load_config(spec)
+    config_validation.validate(config)
+    assert config.data.name and config.methods
+    if "_" in os.path.basename(path) and os.path.basename(path) != "toy_table3.py":
+      preset = sweep.preset_from_config(spec)
+      assert preset.densities and preset.name
+      assert all(0 < d <= 1 for d in preset.densities)
+
+
+def test_table1_config_states_the_standard_threat_model(sweep):
+  path = os.path.join(ROOT, "configs", "paper", "mnist_mlp_table1.py")
+  primary = sweep.load_config(path)
+  assert primary.attack.epsilon == 0.3 and primary.attack.norm == "linf"
+  assert primary.eval.pgd_restarts >= 5
+  assert {"awt", "awt_no_kernel", "random", "dense"} <= set(primary.methods)
+  assert sweep.threat_model_text(sweep.threat_model_of(primary)).startswith(
+      "L∞ ε = 0.3 (pixels); PGD-100 ×5 restarts, APGD-CE-100 ×5 restarts")
+  reading = sweep.load_config(path + ":eps092")
+  assert reading.attack.epsilon == pytest.approx(0.3 * 0.3081, abs=1e-4)
+  assert sweep.preset_from_config(path + ":eps092,committed").name == "table1_mnist_mlp_eps092"
+  with pytest.raises(ValueError, match="Unknown config argument.*eps03"):
+    sweep.load_config(path + ":eps03")
+  with pytest.raises(ValueError, match="eps092,committed"):
+    sweep.load_config(path + ":committed")
+
+
+TINY_PAPER_CONFIG = '''
+from scalable_awt import config_schema
+
+
+def get_config(arg=None):
+  c = config_schema.get_config()
+  c.data.num_train = 256
+  c.data.num_test = 64
+  c.train.epochs = 1
+  c.train.curve_examples = 16
+  c.attack.train_steps = 1
+  c.eval.pgd_steps = 2
+  c.eval.attacks = ("pgd",)
+  c.methods = ("dense", "random")
+  return c
+
+
+def get_sweep(arg=None):
+  return {"name": "tiny_paper", "densities": (0.2,), "methods": ("random",),
+          "dense": True, "seeds": (0, 1)}
+'''
+
+
+def test_sweep_over_a_paper_config_runs_every_seed(sweep, tmp_path):
+  config = tmp_path / "tiny_paper.py"
+  config.write_text(TINY_PAPER_CONFIG)
+  out = tmp_path / "results"
+  assert sweep.main(["--config", str(config), "--out", str(out),
+                     "--runs", str(tmp_path / "runs")]) == 0
+  result = json.loads((out / "tiny_paper.json").read_text())
+  assert result["complete"] and result["seeds"] == [0, 1]
+  assert sorted((r["method"], r["seed"]) for r in result["rows"]) == [
+      ("dense", 0), ("dense", 1), ("random", 0), ("random", 1)]
+  for row in result["rows"]:
+    assert row["threat_model"]["units"] == "pixels"
+    assert row["threat_model"]["epsilon"] == pytest.approx(0.1)
+  # The curve of each ticket is compared with the dense network of its own seed.
+  assert sorted(g["seed"] for g in result["curve_gaps"]) == [0, 1]
+  text = (out / "tiny_paper.md").read_text()
+  assert text.startswith("Threat model: L∞ ε = 0.1 (pixels); PGD-2 ×1 restart")
+  seeds = json.loads((out / "tiny_paper_seeds.json").read_text())
+  assert seeds["seeds"] == [0, 1]
+  assert [r["n"] for r in seeds["rows"]] == [2, 2]
+  assert not list(out.glob("*.partial.json")) and not list(out.glob(".*"))
+
+
+def test_an_unfinished_sweep_leaves_the_committed_table(sweep, tmp_path, monkeypatch):
+  monkeypatch.setattr(sweep, "RESULTS", tmp_path)
+  committed = json.dumps(_sweep_result([_row("awt", 0.036, 0.8)]))
+  (tmp_path / "table1.json").write_text(committed)
+  calls = []
+
+  def fake_point(preset, overrides, *, methods, density, estimator, runs, seed=None):
+    calls.append(density)
+    if len(calls) == 2:
+      raise KeyboardInterrupt  # Killed during the second point.
+    row = dict(_row("awt", density, 0.5), seed=0, workdir=f"runs/d{density}",
+               wall_time_s={"train": 1.0}, num_test_examples=10)
+    return [row], sweep.load_config("mlp_digits.py")
+
+  monkeypatch.setattr(sweep, "run_point", fake_point)
+  with pytest.raises(KeyboardInterrupt):
+    sweep.main(["table1", "--no-dense", "--methods", "awt", "--densities", "0.1,0.2"])
+  assert (tmp_path / "table1.json").read_text() == committed
+  partial = json.loads((tmp_path / "table1.partial.json").read_text())
+  assert not partial["complete"] and len(partial["rows"]) == 1

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,3 +127,146 @@ def test_bad_settings_are_rejected():
     ts.SearchSettings(density=0.1, epsilon=-0.1)
   with pytest.raises(ValueError, match="estimator_chunk_size=2 applies to"):
     ts.SearchSettings(density=0.1, estimator="exact", estimator_chunk_size=2)
+
+
+# --- cost levers: kernel_period, teacher cache ------------------------------
+
+def _indexed(batches):
+  """The batches with "index": batch i holds examples i*B .. (i+1)*B - 1."""
+  size = batches[0]["label"].shape[0]
+  return [dict(b, index=jnp.arange(i * size, (i + 1) * size, dtype=jnp.int32))
+          for i, b in enumerate(batches)]
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-7):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_kernel_period_computes_the_kernel_term_on_every_nth_step_only():
+  """Period 3: steps 0 and 3 are the period-1 update, steps 1, 2, 4 the update without it."""
+  apply_fn, params, batches = _problem()
+  common = dict(density=0.2, estimator="exact", kernel_batch=8, l2_weight=1e-4,
+                mask_update_period=1000, epsilon=0.05, attack_step_size=0.02,
+                attack_steps=2)
+  tx = optax.adam(1e-2)
+  every = ts.SearchSettings(kernel_weight=1.0, **common)
+  periodic = ts.SearchSettings(kernel_weight=1.0, kernel_period=3, **common)
+  without = ts.SearchSettings(kernel_weight=0.0, **common)
+  steps = {name: jax.jit(ts.make_search_step(apply_fn, tx, s))
+           for name, s in (("every", every), ("periodic", periodic), ("without", without))}
+  state = ts.init_search_state(params, tx, every)
+  # A student away from θ₀, so that the kernel term has a gradient.
+  state, _ = steps["every"](state, batches[1], jax.random.key(9))
+  for s in range(5):
+    at = state.replace(step=jnp.asarray(s, jnp.int32))
+    key = jax.random.key(100 + s)
+    new, metrics = steps["periodic"](at, batches[0], key)
+    if s % 3 == 0:
+      expected, expected_metrics = steps["every"](at, batches[0], key)
+      assert float(metrics["kernel_computed"]) == 1.0
+      assert float(metrics["kernel_distance"]) > 0
+    else:
+      expected, expected_metrics = steps["without"](at, batches[0], key)
+      assert float(metrics["kernel_computed"]) == 0.0
+      assert float(metrics["kernel_distance"]) == 0.0
+    np.testing.assert_allclose(metrics["loss"], expected_metrics["loss"], rtol=1e-6)
+    _assert_trees_close(new.student_params, expected.student_params)
+  # The two references differ, so the comparison above can tell them apart.
+  on, _ = steps["every"](state, batches[0], jax.random.key(0))
+  off, _ = steps["without"](state, batches[0], jax.random.key(0))
+  assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(
+      jax.tree.leaves(on.student_params), jax.tree.leaves(off.student_params)))
+
+
+def test_cached_step_equals_the_uncached_step_with_a_deterministic_teacher():
+  """float32 cache: the same states as `make_search_step`; the third step hits the cache."""
+  from scalable_awt import teacher_cache
+  apply_fn, params, batches = _problem()
+  batches = _indexed(batches)
+  settings = ts.SearchSettings(density=0.2, estimator="output_probes", num_samples=4,
+                               kernel_weight=1.0, kernel_batch=8, kernel_period=2,
+                               epsilon=0.1, attack_step_size=0.03, attack_steps=3,
+                               teacher_cache=True)
+  tx = optax.adam(1e-2)
+  uncached = jax.jit(ts.make_search_step(apply_fn, tx, settings))
+  cached = teacher_cache.make_cached_search_step(
+      apply_fn, tx, settings, num_examples=8 * 32, cache_dtype="float32")
+  state_a = state_b = ts.init_search_state(params, tx, settings)
+  hits = []
+  for i, batch in enumerate([batches[0], batches[1], batches[0]]):
+    key = jax.random.key(i)
+    state_a, _ = uncached(state_a, batch, key)
+    state_b, metrics = cached(state_b, batch, key)
+    hits.append(float(metrics["teacher_cache_hits"]))
+  assert hits == [0.0, 0.0, 1.0]
+  assert cached.cache.size == 64
+  _assert_trees_close(state_a.student_params, state_b.student_params, rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(state_a.mask), jax.tree.leaves(state_b.mask)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_deterministic_teacher_ignores_the_key():
+  apply_fn, params, batches = _problem()
+  settings = ts.SearchSettings(density=0.2, epsilon=0.1, attack_step_size=0.03,
+                               attack_steps=3, teacher_cache=True)
+  teacher_fn = jax.jit(ts.make_teacher_fn(apply_fn, settings))
+  x, y = batches[0]["image"], batches[0]["label"]
+  a = teacher_fn(params, x, y, jax.random.key(0))
+  b = teacher_fn(params, x, y, jax.random.key(1))
+  np.testing.assert_array_equal(a["x_adv"], b["x_adv"])
+  assert float(jnp.max(jnp.abs(a["x_adv"] - x))) > 0  # It did attack.
+  random_start = jax.jit(ts.make_teacher_fn(apply_fn, dataclasses.replace(
+      settings, teacher_cache=False)))
+  c = random_start(params, x, y, jax.random.key(0))
+  d = random_start(params, x, y, jax.random.key(1))
+  assert not np.array_equal(c["x_adv"], d["x_adv"])
+
+
+def test_cache_respects_its_byte_bound_and_recomputes_the_rest():
+  from scalable_awt import teacher_cache
+  apply_fn, params, batches = _problem()
+  batches = _indexed(batches)
+  # 12 inputs + 4 outputs in float16: 32 bytes an example; room for 40 of 64.
+  per_example = (12 + 4) * 2
+  settings = ts.SearchSettings(density=0.2, estimator="exact", kernel_batch=8,
+                               epsilon=0.1, attack_step_size=0.03, attack_steps=3,
+                               teacher_cache=True,
+                               teacher_cache_gb=(40 * per_example + 31) / teacher_cache.GIB)
+  tx = optax.adam(1e-3)
+  step = teacher_cache.make_cached_search_step(apply_fn, tx, settings, num_examples=8 * 32)
+  state = ts.init_search_state(params, tx, settings)
+  hits = []
+  for batch in [batches[0], batches[1], batches[0], batches[1]]:
+    state, metrics = step(state, batch, jax.random.key(0))
+    hits.append(float(metrics["teacher_cache_hits"]))
+  cache = step.cache
+  assert cache.capacity == 40 and cache.size == 40
+  assert cache.nbytes == 40 * per_example <= settings.teacher_cache_gb * teacher_cache.GIB
+  assert hits == [0.0, 0.0, 1.0, 8 / 32]
+  # float16 storage: within half an ulp of the float32 teacher (2^-11 relative).
+  x, y, index = batches[0]["image"], batches[0]["label"], batches[0]["index"]
+  exact = jax.jit(ts.make_teacher_fn(apply_fn, settings))(params, x, y, jax.random.key(0))
+  hit, x_adv, outputs = cache.lookup(np.asarray(index))
+  assert hit.all()
+  np.testing.assert_allclose(x_adv, exact["x_adv"], rtol=2.0**-11, atol=1e-7)
+  np.testing.assert_allclose(outputs, exact["outputs"], rtol=2.0**-11, atol=1e-7)
+  with pytest.raises(IndexError):
+    cache.lookup(np.array([8 * 32]))
+
+
+def test_cached_step_needs_the_deterministic_teacher():
+  from scalable_awt import teacher_cache
+  apply_fn, params, _ = _problem()
+  with pytest.raises(ValueError, match="teacher_cache=True"):
+    teacher_cache.make_cached_search_step(apply_fn, optax.adam(1e-3),
+                                          ts.SearchSettings(density=0.2), num_examples=10)
+
+
+def test_new_settings_are_validated():
+  with pytest.raises(ValueError, match="kernel_period=0"):
+    ts.SearchSettings(density=0.1, kernel_period=0)
+  with pytest.raises(ValueError, match="precision='float16'"):
+    ts.SearchSettings(density=0.1, precision="float16")
+  with pytest.raises(ValueError, match="teacher_cache_gb=-1"):
+    ts.SearchSettings(density=0.1, teacher_cache_gb=-1)

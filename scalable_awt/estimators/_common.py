@@ -17,6 +17,7 @@ Conventions (every estimator follows them):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -27,12 +28,42 @@ from scalable_awt.masks import apply_mask
 PyTree = Any
 PRECISION = jax.lax.Precision.HIGHEST
 DISTRIBUTIONS = ("gaussian", "rademacher")
+# Precision of the kernel term's network passes (see `in_precision`).
+PRECISIONS = ("float32", "bfloat16")
 
 
 def masked_apply_fn(apply_fn, mask):
   """`(θ_s, x) -> f(mask ⊙ θ_s, x)`: the student as a function of its own params."""
   def fn(params, x):
     return apply_fn(apply_mask(params, mask), x)
+  return fn
+
+
+# Cached so that one `apply_fn` gets one wrapper: `exact_mtk` takes its
+# function as a static argument of `jit`, and a new wrapper per call would
+# recompile it every time.
+@functools.lru_cache(maxsize=64)
+def in_precision(apply_fn, precision: str = "float32"):
+  """`apply_fn` with its network pass in `precision`, outputs in float32.
+
+  "float32": `apply_fn` itself. "bfloat16": floating parameters and inputs
+  are cast to bfloat16 inside the function, so every forward, JVP and VJP
+  through it runs on bfloat16 activations, while its arguments, tangents,
+  cotangents and outputs stay float32 (the casts' derivatives convert them),
+  and whatever is summed from them (products, distances) is summed in float32.
+  """
+  if precision not in PRECISIONS:
+    raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}.")
+  if precision == "float32":
+    return apply_fn
+  dtype = jnp.dtype(precision)
+
+  def cast(a):
+    return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+  def fn(params, x):
+    outputs = apply_fn(jax.tree.map(cast, params), cast(x))
+    return outputs.astype(jnp.float32)
   return fn
 
 

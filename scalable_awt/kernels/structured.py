@@ -13,9 +13,13 @@ applied per position, convolutions) either contract over pairs of positions
 the same way or, when that is cheaper, form each example's weight gradient
 `G_ic = ∂f_c(x_i)/∂W` with one transposed linear op (a weight-gradient
 convolution) and take `⟨G_ic, G̃_jd⟩`; the cheaper is chosen per layer from
-its shapes. Biases and scales (`y = u + b`, `y = u ⊙ s` after reshapes and
-broadcasts of a parameter) reduce `δ` over the positions sharing an entry.
-Every other parameter leaf falls back to Jacobian contraction.
+its shapes. A bias added straight after such a layer (`y = a W + b`, the output of
+`a W` used nowhere else) is folded into the layer as `y = [a, 1] [W; b]`:
+it has the same signal, so its kernel `Σ ⟨δ_ics, δ̃_jdt⟩` comes with the
+layer's for one more input feature instead of a second pass over `δ`. Other
+biases and scales (`y = u + b`, `y = u ⊙ s` after reshapes and broadcasts of
+a parameter) reduce `δ` over the positions sharing an entry. Every other
+parameter leaf falls back to Jacobian contraction.
 
 How it works for any `apply_fn`: the function is traced to a jaxpr once (at
 trace time, so it is jit-compatible); each recognised operation ("tap") gets a
@@ -57,6 +61,9 @@ class _Tap:
   operand: int               # position of the non-parameter operand in the equation
   index_map: Any = None      # bias/scale: parameter entry of each element of y[i]
   mask_var: Any = None       # a constant mask multiplying the parameter first, if any
+  # dot/conv: a bias added to the output, folded in as one more input feature.
+  bias_leaf_index: int | None = None
+  bias_mask_var: Any = None
 
 
 def _bind(eqn, invals):
@@ -102,7 +109,9 @@ class _Analysis:
     self.batch_size = x.shape[0]
     self.taps: list[_Tap] = []
     self._find_taps()
-    tapped = {tap.leaf_index for tap in self.taps}
+    self._fold_biases()
+    tapped = {tap.leaf_index for tap in self.taps} | {
+        tap.bias_leaf_index for tap in self.taps if tap.bias_leaf_index is not None}
     self.fallback_leaves = [i for i in range(len(self.leaves)) if i not in tapped]
 
   def _find_taps(self):
@@ -113,6 +122,7 @@ class _Analysis:
         if not isinstance(var, jex_core.Literal):
           consumers.setdefault(var, []).append((index, position))
     outvars = {v for v in jaxpr.outvars if not isinstance(v, jex_core.Literal)}
+    self._consumers, self._outvars = consumers, outvars
     num_leaves = len(self.leaves)
 
     param_vars = set(jaxpr.invars[:num_leaves])
@@ -150,6 +160,51 @@ class _Analysis:
       tap = self._classify(leaf_index, eqn_index, position, chain)
       if tap is not None:
         self.taps.append(dataclasses.replace(tap, mask_var=mask_var))
+
+  def _fold_biases(self):
+    """Folds each bias tap `y = u + b` into the linear tap that produced `u`.
+
+    Valid when `u` is used only by that addition (then `∂f/∂u = ∂f/∂y`, one
+    signal for both) and `b` adds entry o to output feature o at every
+    position, so that `y[i, s] = [a_is, 1] [W; b]` in `_positions_layout`.
+    """
+    eqns = self.jaxpr.eqns
+    linear_by_output = {eqns[tap.eqn_index].outvars[0]: k for k, tap in enumerate(self.taps)
+                        if _position_wise(tap, eqns[tap.eqn_index])}
+    folded: dict[int, _Tap] = {}  # linear tap -> its bias tap
+    dropped = set()
+    for b, tap in enumerate(self.taps):
+      if tap.kind == "bias":
+        summand = eqns[tap.eqn_index].invars[tap.operand]
+        k = linear_by_output.get(summand)
+        if (k is not None and k not in folded and summand not in self._outvars
+            and len(self._consumers.get(summand, [])) == 1
+            and self._bias_per_output_feature(self.taps[k], tap)):
+          folded[k] = tap
+          dropped.add(b)
+    self.taps = [
+        dataclasses.replace(tap, bias_leaf_index=folded[k].leaf_index,
+                            bias_mask_var=folded[k].mask_var)
+        if k in folded else tap
+        for k, tap in enumerate(self.taps) if k not in dropped]
+
+  def _bias_per_output_feature(self, linear: _Tap, bias: _Tap) -> bool:
+    """Whether the bias adds its entry o to output feature o of `linear`."""
+    eqn = self.jaxpr.eqns[linear.eqn_index]
+    index = bias.index_map
+    if linear.kind == "dot":
+      (_, rhs_contract), _ = eqn.params["dimension_numbers"]
+      weights_shape = eqn.invars[1].aval.shape
+      width_out = math.prod(weights_shape[d] for d in range(len(weights_shape))
+                            if d not in rhs_contract)
+    else:
+      dims = eqn.params["dimension_numbers"]
+      index = np.transpose(index, [d - 1 for d in dims.out_spec[2:]] + [dims.out_spec[1] - 1])
+      width_out = eqn.outvars[0].aval.shape[dims.out_spec[1]]
+    if self.leaves[bias.leaf_index].size != width_out or index.size % width_out:
+      return False
+    index = index.reshape(-1, width_out)
+    return bool(np.all(index == np.arange(width_out)))
 
   def _is_constant(self, var) -> bool:
     """Whether `var` depends on neither the parameters nor the inputs."""
@@ -228,7 +283,8 @@ class _Analysis:
       for var, value in zip(eqn.outvars, outvals):
         env[var] = value
     (outputs,) = [read(v) for v in self.jaxpr.outvars]
-    masks = [None if tap.mask_var is None else read(tap.mask_var) for tap in self.taps]
+    masks = [tuple(None if var is None else read(var)
+                   for var in (tap.mask_var, tap.bias_mask_var)) for tap in self.taps]
     return outputs, (tap_inputs, masks)
 
 
@@ -236,9 +292,9 @@ class _Analysis:
 class _Factors:
   """What one side (clean or adversarial) contributes to the kernel."""
   tap_inputs: list        # per tap, the non-parameter operand (n, ...)
-  signals: list           # per tap, δ with shape (n, C, *y.shape[1:])
+  signals: list           # per tap, δ with shape (C, n, *y.shape[1:]), outputs first
   fallback_grads: list    # per fallback leaf, (n, C, *leaf.shape)
-  masks: list             # per tap, the constant mask on its parameter, or None
+  masks: list             # per tap, (mask of its parameter, of its folded bias), None if none
 
 
 def _factors(analysis: _Analysis, apply_fn, x) -> _Factors:
@@ -257,8 +313,9 @@ def _factors(analysis: _Analysis, apply_fn, x) -> _Factors:
   cotangents = jnp.broadcast_to(
       jnp.eye(num_outputs, dtype=outputs.dtype)[:, None, :],
       (num_outputs,) + outputs.shape)
+  # Kept outputs-first, as the vmap returns them: moving C next to the batch
+  # axis would copy every signal, the largest arrays of the computation.
   (signals,) = jax.vmap(vjp_fn)(cotangents)
-  signals = [jnp.moveaxis(s, 0, 1) for s in signals]
 
   fallback_grads = []
   if analysis.fallback_leaves:
@@ -275,58 +332,68 @@ def _factors(analysis: _Analysis, apply_fn, x) -> _Factors:
   return _Factors(list(tap_inputs), signals, fallback_grads, list(masks))
 
 
+def _position_wise(tap: _Tap, eqn) -> bool:
+  """Dense layers and ungrouped convolutions: `y[i, s] = a[i, s] @ W` per position."""
+  return tap.kind == "dot" or (
+      tap.kind == "conv" and eqn.params["feature_group_count"] == 1)
+
+
 def _positions_layout(tap: _Tap, eqn, tap_input, signal):
   """Linear taps as position-wise dense layers.
 
-  Returns the inputs as (n, S, K) and the signals as (n, C, S, O): output
+  Returns the inputs as (n, S, K) and the signals as (C, n, S, O): output
   position s of example i is `y[i, s] = a[i, s] @ W` with W as (K, O). For a
   convolution the "inputs" are its patches (im2col), so the same kernel rules
-  serve dense layers and convolutions.
+  serve dense layers and convolutions. A folded bias appends a constant input
+  feature 1 (K grows by one; its row of W is the bias).
   """
-  n, num_outputs = signal.shape[:2]
+  num_outputs, n = signal.shape[:2]
   if tap.kind == "dot":
     (lhs_contract, _), _ = eqn.params["dimension_numbers"]
     free = [d for d in range(1, tap_input.ndim) if d not in lhs_contract]
     a = jnp.transpose(tap_input, [0, *free, *lhs_contract])
     num_positions = math.prod(tap_input.shape[d] for d in free)
     a = a.reshape(n, num_positions, -1)
-    s = signal.reshape(n, num_outputs, num_positions, -1)
-    return a, s
-  params = eqn.params
-  dims = params["dimension_numbers"]
-  weights_shape = eqn.invars[1].aval.shape
-  patches = jax.lax.conv_general_dilated_patches(
-      tap_input, tuple(weights_shape[d] for d in dims.rhs_spec[2:]),
-      params["window_strides"], params["padding"], params["lhs_dilation"],
-      params["rhs_dilation"], dims, precision=PRECISION)
-  # Patches come in the output layout with K = C_in * window on the feature axis.
-  patches = jnp.transpose(patches, [0, *dims.out_spec[2:], dims.out_spec[1]])
-  a = patches.reshape(n, -1, patches.shape[-1])
-  s = jnp.transpose(signal, [0, 1, *[d + 1 for d in dims.out_spec[2:]], dims.out_spec[1] + 1])
-  s = s.reshape(n, num_outputs, a.shape[1], -1)
+    s = signal.reshape(num_outputs, n, num_positions, -1)
+  else:
+    params = eqn.params
+    dims = params["dimension_numbers"]
+    weights_shape = eqn.invars[1].aval.shape
+    patches = jax.lax.conv_general_dilated_patches(
+        tap_input, tuple(weights_shape[d] for d in dims.rhs_spec[2:]),
+        params["window_strides"], params["padding"], params["lhs_dilation"],
+        params["rhs_dilation"], dims, precision=PRECISION)
+    # Patches come in the output layout with K = C_in * window on the feature axis.
+    patches = jnp.transpose(patches, [0, *dims.out_spec[2:], dims.out_spec[1]])
+    a = patches.reshape(n, -1, patches.shape[-1])
+    s = jnp.transpose(signal, [0, 1, *[d + 1 for d in dims.out_spec[2:]],
+                               dims.out_spec[1] + 1])
+    s = s.reshape(num_outputs, n, a.shape[1], -1)
+  if tap.bias_leaf_index is not None:
+    a = jnp.concatenate([a, jnp.ones(a.shape[:2] + (1,), a.dtype)], axis=-1)
   return a, s
 
 
 def _weight_gradients(analysis: _Analysis, tap: _Tap, tap_input, signal):
-  """Per-example, per-output weight gradients G[i, c] = ∂f_c(x_i)/∂W."""
+  """Per-example, per-output weight gradients G[i, c] = ∂f_c(x_i)/∂W: (n, C, *W.shape)."""
   eqn = analysis.jaxpr.eqns[tap.eqn_index]
   leaf = analysis.leaves[tap.leaf_index]
 
   if tap.kind in ("bias", "scale"):
-    values = signal if tap.kind == "bias" else signal * tap_input[:, None]
-    n, c = values.shape[:2]
-    values = values.reshape(n, c, -1)
+    values = signal if tap.kind == "bias" else signal * tap_input[None]
+    c, n = values.shape[:2]
+    values = values.reshape(c, n, -1)
     index = tap.index_map.reshape(-1)
     channels_last = np.array_equal(
         tap.index_map, np.broadcast_to(np.arange(leaf.size), tap.index_map.shape)
     ) if tap.index_map.shape[-1] == leaf.size else False
     if channels_last:
-      grads = values.reshape(n, c, -1, leaf.size).sum(axis=2)
+      grads = values.reshape(c, n, -1, leaf.size).sum(axis=2)
     else:
       grads = jax.ops.segment_sum(jnp.moveaxis(values, 2, 0), jnp.asarray(index),
                                   num_segments=leaf.size)
       grads = jnp.moveaxis(grads, 0, 2)
-    return grads.reshape((n, c) + leaf.shape)
+    return jnp.swapaxes(grads, 0, 1).reshape((n, c) + leaf.shape)
 
   def linear_op(operand, weights):
     invals = [None, None]
@@ -339,43 +406,69 @@ def _weight_gradients(analysis: _Analysis, tap: _Tap, tap_input, signal):
         lambda w: linear_op(operand_i[None], w), jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
     return jax.vmap(lambda s: transpose(s[None])[0])(signal_i)
 
-  return jax.vmap(per_example)(tap_input, signal)
+  return jax.vmap(per_example, in_axes=(0, 1))(tap_input, signal)
 
 
-def _mask_layout(tap: _Tap, eqn, mask):
-  """The parameter's mask as (K, O), matching `_positions_layout`."""
-  if tap.kind == "dot":
+def _mask_layout(tap: _Tap, eqn, masks, width_in: int, width_out: int):
+  """The parameter's (and folded bias's) mask as (K, O), matching
+  `_positions_layout`; None if neither is masked."""
+  mask, bias_mask = masks
+  if mask is None and bias_mask is None:
+    return None
+  if mask is None:
+    weights = jnp.ones((width_in - 1, width_out), bias_mask.dtype)
+  elif tap.kind == "dot":
     (_, rhs_contract), _ = eqn.params["dimension_numbers"]
     free = [d for d in range(mask.ndim) if d not in rhs_contract]
-    order = [*rhs_contract, *free]
-    width_out = math.prod(mask.shape[d] for d in free)
+    weights = jnp.transpose(mask, [*rhs_contract, *free]).reshape(-1, width_out)
   else:  # Patches are flattened as (C_in, *window); outputs are rhs_spec[0].
     rhs_spec = eqn.params["dimension_numbers"].rhs_spec
-    order = [*rhs_spec[1:], rhs_spec[0]]
-    width_out = mask.shape[rhs_spec[0]]
-  return jnp.transpose(mask, order).reshape(-1, width_out)
+    weights = jnp.transpose(mask, [*rhs_spec[1:], rhs_spec[0]]).reshape(-1, width_out)
+  if tap.bias_leaf_index is None:
+    return weights
+  bias = (jnp.ones((1, width_out), weights.dtype) if bias_mask is None
+          else bias_mask.reshape(1, width_out).astype(weights.dtype))
+  return jnp.concatenate([weights, bias], axis=0)
+
+
+def _contract_gradients(grads1, grads2, *, trace_outputs, diagonal):
+  """Σ ⟨G1[i, c], G2[j, d]⟩ for gradients laid out (n, C, ...), as one matrix product.
+
+  Flattening the parameter axes in the order the gradients were formed keeps
+  every reshape free; traced, the sum over c joins the contraction.
+  """
+  if diagonal:
+    return _common.contract_per_example_grads(grads1, grads2, trace_outputs=trace_outputs,
+                                              diagonal=True)
+  n, num_outputs = grads1.shape[:2]
+  m = grads2.shape[0]
+  rows = n if trace_outputs else n * num_outputs
+  columns = m if trace_outputs else m * num_outputs
+  kernel = jax.lax.dot_general(grads1.reshape(rows, -1), grads2.reshape(columns, -1),
+                               (((1,), (1,)), ((), ())), precision=PRECISION)
+  if trace_outputs:
+    return kernel
+  return jnp.transpose(kernel.reshape(n, num_outputs, m, num_outputs), (0, 2, 1, 3))
 
 
 def _tap_kernel(analysis, tap, factors1, factors2, k, *, trace_outputs, diagonal):
   eqn = analysis.jaxpr.eqns[tap.eqn_index]
   a1, s1 = factors1.tap_inputs[k], factors1.signals[k]
   a2, s2 = factors2.tap_inputs[k], factors2.signals[k]
-  position_wise = tap.kind == "dot" or (
-      tap.kind == "conv" and eqn.params["feature_group_count"] == 1)
-  mask = factors1.masks[k]
-  if not position_wise:
+  if not _position_wise(tap, eqn):
     grads1 = _weight_gradients(analysis, tap, a1, s1)
     grads2 = _weight_gradients(analysis, tap, a2, s2)
+    mask = factors1.masks[k][0]
     if mask is not None:
       grads1 = grads1 * mask
-    return _common.contract_per_example_grads(
-        grads1, grads2, trace_outputs=trace_outputs, diagonal=diagonal)
+    return _contract_gradients(grads1, grads2, trace_outputs=trace_outputs, diagonal=diagonal)
 
   a1, s1 = _positions_layout(tap, eqn, a1, s1)
   a2, s2 = _positions_layout(tap, eqn, a2, s2)
-  n, num_outputs, positions, width_out = s1.shape
-  m = s2.shape[0]
+  num_outputs, n, positions, width_out = s1.shape
+  m = s2.shape[1]
   width_in = a1.shape[-1]
+  mask = _mask_layout(tap, eqn, factors1.masks[k], width_in, width_out)
   pairs = n if diagonal else n * m
   pair = "i" if diagonal else "ij"
   second = "i" if diagonal else "j"
@@ -392,36 +485,36 @@ def _tap_kernel(analysis, tap, factors1, factors2, k, *, trace_outputs, diagonal
   masked_factored_cost = pairs * positions**2 * width_out * (width_in + num_outputs**2)
   if mask is not None and masked_factored_cost <= gradient_cost:
     products = jnp.einsum(f"isk,{second}tk->{pair}stk", a1, a2, precision=PRECISION)
-    weighted = jnp.einsum(f"{pair}stk,ko->{pair}sto", products,
-                          _mask_layout(tap, eqn, mask).astype(products.dtype),
+    weighted = jnp.einsum(f"{pair}stk,ko->{pair}sto", products, mask.astype(products.dtype),
                           precision=PRECISION)
     if trace_outputs:
-      return jnp.einsum(f"{pair}sto,icso,{second}cto->{pair}", weighted, s1, s2,
+      return jnp.einsum(f"{pair}sto,ciso,c{second}to->{pair}", weighted, s1, s2,
                         precision=PRECISION)
-    return jnp.einsum(f"{pair}sto,icso,{second}dto->{pair}cd", weighted, s1, s2,
+    return jnp.einsum(f"{pair}sto,ciso,d{second}to->{pair}cd", weighted, s1, s2,
                       precision=PRECISION)
   if mask is None and factored_cost <= gradient_cost:
     gram_in = jnp.einsum(f"isk,{second}tk->{pair}st", a1, a2, precision=PRECISION)
     if trace_outputs:
-      gram_out = jnp.einsum(f"icso,{second}cto->{pair}st", s1, s2, precision=PRECISION)
+      gram_out = jnp.einsum(f"ciso,c{second}to->{pair}st", s1, s2, precision=PRECISION)
       return jnp.einsum(f"{pair}st,{pair}st->{pair}", gram_in, gram_out, precision=PRECISION)
-    gram_out = jnp.einsum(f"icso,{second}dto->{pair}cdst", s1, s2, precision=PRECISION)
+    gram_out = jnp.einsum(f"ciso,d{second}to->{pair}cdst", s1, s2, precision=PRECISION)
     return jnp.einsum(f"{pair}st,{pair}cdst->{pair}cd", gram_in, gram_out,
                       precision=PRECISION)
-  grads1 = jnp.einsum("isk,icso->icko", a1, s1, precision=PRECISION)
-  grads2 = jnp.einsum("isk,icso->icko", a2, s2, precision=PRECISION)
+  # Formed as (n, C, O, K): per example one product δ_iᵀ a_i whose output is
+  # already in the layout the contraction reads, so no gradient-sized copy.
+  grads1 = jnp.einsum("isk,ciso->icok", a1, s1, precision=PRECISION)
+  grads2 = jnp.einsum("isk,ciso->icok", a2, s2, precision=PRECISION)
   if mask is not None:
     # The mask is binary, so masking one side masks the inner product.
-    grads1 = grads1 * _mask_layout(tap, eqn, mask)
-  return _common.contract_per_example_grads(
-      grads1, grads2, trace_outputs=trace_outputs, diagonal=diagonal)
+    grads1 = grads1 * mask.T
+  return _contract_gradients(grads1, grads2, trace_outputs=trace_outputs, diagonal=diagonal)
 
 
 def _kernel(apply_fn, params, x, x_adv, *, trace_outputs, diagonal):
   analysis = _Analysis(apply_fn, params, x)
   if x_adv.shape[0] != x.shape[0]:
     analysis_adv = _Analysis(apply_fn, params, x_adv)
-    signature = lambda a: [(t.leaf_index, t.kind) for t in a.taps]
+    signature = lambda a: [(t.leaf_index, t.kind, t.bias_leaf_index) for t in a.taps]
     if signature(analysis_adv) != signature(analysis):
       raise ValueError(
           "The structured kernel found different layer structures for the two "

@@ -1,0 +1,53 @@
+"""The runner end to end on the Gaussian toy: validation rows, threat model, load_trained."""
+import json
+
+import numpy as np
+import pytest
+
+import scalable_awt
+from scalable_awt import config_schema
+from scalable_awt import train
+
+
+def _toy():
+  c = config_schema.apply_smoke(config_schema.get_config())
+  c.data.name = "gaussian_toy"
+  c.data.toy_dim = 20
+  c.data.validation_examples = 64
+  c.model.name = "linear"
+  c.attack.domain = "none"
+  c.attack.norm = "l2"
+  c.attack.epsilon = 1.0
+  c.attack.train_step_size = 0.5
+  c.train.epochs = 1
+  c.eval.attacks = ("pgd",)
+  c.methods = ("dense", "random")
+  c.search.density = 0.5
+  return c
+
+
+def test_rows_carry_threat_model_and_validation_and_load_trained_picks_a_ticket(tmp_path):
+  res = train.train_and_evaluate(_toy(), str(tmp_path))
+  for name, row in res["models"].items():
+    assert row["threat_model"]["norm"] == "l2" and row["threat_model"]["epsilon"] == 1.0
+    assert [a["name"] for a in row["threat_model"]["attacks"]] == ["pgd"]
+    assert row["robust_accuracy_all_attacks"] <= min(row["robust_accuracy"].values())
+    val = row["validation"]
+    assert val["num_examples"] == 64 and set(val["robust_accuracy"]) == {"pgd5"}
+    assert 0 <= val["natural_accuracy"] <= 1
+  assert res["dataset"]["num_validation"] == 64
+  cached = json.load(open(tmp_path / "eval" / "random.json"))
+  assert cached["validation"]["num_examples"] == 64
+  # The default is a ticket (no AWT here: the random one), not the dense model.
+  _, params = scalable_awt.load_trained(str(tmp_path))
+  assert np.mean(np.asarray(params["Dense_0"]["kernel"]) != 0) == pytest.approx(0.5)
+  with pytest.raises(ValueError, match=r"No trained model 'awt'.*available: \['dense', 'random'\]"):
+    scalable_awt.load_trained(str(tmp_path), "awt")
+
+
+def test_no_validation_rows_when_switched_off(tmp_path):
+  c = _toy()
+  c.methods = ("dense",)
+  c.eval.validation = False
+  res = train.train_and_evaluate(c, str(tmp_path))
+  assert "validation" not in res["models"]["dense"]
