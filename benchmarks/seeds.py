@@ -34,6 +34,9 @@ import shutil
 import statistics
 import sys
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import sweep  # noqa: E402  The threat-model line, written as the sweeps write it.
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_SEED = 0  # configs/*.py: `c.seed = 0` unless a sweep overrides it.
@@ -185,22 +188,6 @@ def _pm(summary: dict) -> str:
   return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
 
 
-_ATTACK_NAMES = {"pgd": "PGD", "cw": "CW", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T",
-                 "square": "Square", "fgsm": "FGSM"}
-
-
-def _threat_model_text(tm: dict) -> str:
-  """`L∞ ε = 0.3 (pixels); PGD-100 ×5 restarts, ...` (as benchmarks/sweep.py writes it)."""
-  norm = {"linf": "L∞", "l2": "L2"}.get(tm["norm"], tm["norm"])
-  attacks = []
-  for a in tm.get("attacks", []):
-    name = _ATTACK_NAMES.get(a["name"], a["name"])
-    restarts = a.get("restarts", 1)
-    attacks.append(f"{name} ({a['steps']} queries)" if a["name"] == "square" else
-                   f"{name}-{a['steps']} ×{restarts} restart{'s' if restarts != 1 else ''}")
-  return f"{norm} ε = {tm['epsilon']:.4g} ({tm.get('units', 'pixels')}); " + ", ".join(attacks)
-
-
 def threat_model_of(result: dict) -> dict | None:
   """The sweep's threat model: its own, its rows', else read from its overrides."""
   if result.get("threat_model"):
@@ -217,7 +204,7 @@ def markdown(result: dict) -> str:
   head = ["ticket", "density", "n", "natural"] + attacks
   lines = []
   if result.get("threat_model"):
-    lines += [f"Threat model: {_threat_model_text(result['threat_model'])}.", ""]
+    lines += [f"Threat model: {sweep.threat_model_text(result['threat_model'])}.", ""]
   lines += [f"Mean ± std over seeds {result['seeds']} (%):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
@@ -303,7 +290,7 @@ def write(folder: pathlib.Path, name: str, result: dict) -> str:
            f"seeds {result['seeds']}")
   tm = result.get("threat_model")
   if tm:
-    title += f"\n{_threat_model_text(tm)}"
+    title += f"\n{sweep.threat_model_text(tm)}"
   plot(result, folder / f"{name}.png", title)
   return md
 

@@ -50,23 +50,15 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-# The paper's figures (docs/method.md), percent, natural / PGD; the presets'
-# (paper configs carry their own, in get_sweep()).
-PAPER_TABLE1 = {
-    "dense (paper, ε = 0.3)": {1.0: (98.96, 91.14)},
-    "awt (paper, ε = 0.3 as stated)": {
-        0.513: (99.13, 91.21), 0.169: (96.58, 89.30), 0.087: (94.48, 87.51),
-        0.036: (91.74, 83.60), 0.018: (87.69, 78.66)},
-    "iterative pruning + AT (paper, ε = 0.3)": {
-        0.513: (98.07, 60.14), 0.169: (97.73, 59.91), 0.087: (97.20, 57.60),
-        0.036: (95.58, 48.81), 0.018: (92.67, 38.23)},
-}
-PAPER_VGG = {  # Adversarial test accuracy (%), paper Table 2, and HYDRA.
-    "S-AWT (paper)": {0.10: (None, 46.68), 0.05: (None, 45.87)},
-    "IWI (paper)": {0.10: (None, 47.53), 0.05: (None, 47.59)},
-    "WT (paper)": {0.10: (None, 40.10), 0.05: (None, 45.15)},
-    "HYDRA (Sehwag et al. 2020)": {0.10: (None, 49.5), 0.05: (None, 48.7)},
-}
+# The paper's figures (docs/method.md), percent, natural / PGD, for the
+# presets; paper configs carry their own in get_sweep(). One copy, in
+# configs/paper/_base.py.
+_spec = importlib.util.spec_from_file_location(
+    "configs_paper_base", ROOT / "configs" / "paper" / "_base.py")
+_paper_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_paper_base)
+PAPER_TABLE1 = _paper_base.PAPER_TABLE1
+PAPER_VGG = _paper_base.PAPER_TABLE2
 
 
 @dataclasses.dataclass

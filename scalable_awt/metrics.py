@@ -104,9 +104,10 @@ class _LogOnlyWriter(JsonlWriter):
 
 def tensorflow_available() -> bool:
   """TensorFlow and CLU's TensorFlow summary writer both import."""
+  from scalable_awt import data_sources
+  if not data_sources.tensorflow_available():
+    return False
   try:
-    from scalable_awt.data import import_tensorflow
-    import_tensorflow()
     from clu import metric_writers  # noqa: F401  pylint: disable=unused-import
     return True
   except ImportError:

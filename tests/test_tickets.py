@@ -40,7 +40,7 @@ def test_searched_methods_pass_their_epsilon_and_gamma(monkeypatch):
 def test_awt_no_kernel_shares_awt_random_numbers(monkeypatch):
   keys = {}
   monkeypatch.setattr(search_phase, "search_one",
-                      lambda s, w, method, *, key, params: keys.setdefault(method, key))
+                      lambda s, w, method, *, key, params, **_: keys.setdefault(method, key))
   c = config_schema.get_config()
   c.methods = ("random", "awt", "awt_no_kernel", "ntt")
   search_phase.search_all(settings.resolve(c), "unused", params=None)
