@@ -153,15 +153,21 @@ def preset_from_config(spec: str) -> Preset:
 
 
 def threat_model_of(config) -> dict:
-  """The threat model a config evaluates under (eps in the units of its inputs)."""
+  """The threat model a config evaluates under (eps in the units of its inputs).
+
+  Each attack's entry is the one `evaluation.evaluate` writes
+  (`evaluation.attack_spec`), so the two cannot disagree.
+  """
+  from scalable_awt import evaluation
   e = config.eval
-  steps = {"pgd": e.pgd_steps, "cw": e.pgd_steps, "apgd_ce": e.apgd_steps,
-           "apgd_t": e.apgd_steps, "square": e.get("square_queries", 0), "fgsm": 1}
+  step_size = e.step_size if e.step_size > 0 else 2.5 * config.attack.epsilon / e.pgd_steps
   return {"norm": config.attack.norm, "epsilon": float(config.attack.epsilon),
           "units": "pixels",
-          "attacks": [{"name": a, "steps": steps.get(a, 0),
-                       "restarts": 1 if a in ("fgsm", "square") else e.get("pgd_restarts", 1)}
-                      for a in e.attacks]}
+          "attacks": [evaluation.attack_spec(
+              a, epsilon=config.attack.epsilon, pgd_steps=e.pgd_steps,
+              pgd_restarts=e.pgd_restarts, step_size=step_size,
+              apgd_steps=e.apgd_steps, apgd_t_targets=e.get("apgd_t_targets", 9),
+              square_queries=e.get("square_queries", 5000)) for a in e.attacks]}
 
 
 def fill_threat_models(rows, config) -> None:
@@ -191,7 +197,9 @@ def threat_model_text(tm: dict) -> str:
       attacks.append(f"{name} ({a['steps']} queries)")
     else:
       restarts = a.get("restarts", 1)
-      attacks.append(f"{name}-{a['steps']} ×{restarts} restart{'s' if restarts != 1 else ''}")
+      targets = f", {a['targets']} targets" if a.get("targets") else ""
+      attacks.append(f"{name}-{a['steps']} ×{restarts} restart{'s' if restarts != 1 else ''}"
+                     f"{targets}")
   return f"{norm} ε = {tm['epsilon']:.4g} ({tm.get('units', 'pixels')}); " + ", ".join(attacks)
 
 
@@ -582,7 +590,10 @@ def write_seeds(folder: pathlib.Path, name: str, result: dict) -> None:
            for seed, rows in sorted(by_seed.items())]
   summary = {"inputs": [result.get("config_file")], "preset": result.get("preset"),
              "config_file": result.get("config_file"), "overrides": result["overrides"],
-             "threat_model": result.get("threat_model"), "schedule": result.get("schedule"),
+             # The rows' own (what evaluation ran) before the config's.
+             "threat_model": next((r["threat_model"] for r in result["rows"]
+                                   if r.get("threat_model")), result.get("threat_model")),
+             "schedule": result.get("schedule"),
              **seeds.aggregate(draws)}
   seeds.write(folder, name, summary)
 

@@ -42,6 +42,7 @@ def main(argv=None) -> int:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger().setLevel(logging.WARNING)
+  from scalable_awt import results as results_lib
   from scalable_awt import train
   start = time.time()
   config = _config(args.smoke)
@@ -51,10 +52,7 @@ def main(argv=None) -> int:
   workdir = os.path.abspath(args.workdir)
   print(f"\ndone in {time.time() - start:.1f} s "
         f"(phase wall times, all runs: {results.get('wall_time_s')})")
-  for name, m in results["models"].items():
-    robust = ", ".join(f"{k} {v:.3f}" for k, v in m["robust_accuracy"].items())
-    print(f"  {name:>10}: density {m['density']:.3f}  natural "
-          f"{m['natural_accuracy']:.3f}  robust {robust}")
+  print("\n".join(results_lib.summary_lines(results)))
   events = sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
   jsonl = os.path.join(workdir, "metrics.jsonl")
   print(f"results:     {os.path.join(workdir, 'results.json')}")

@@ -257,13 +257,8 @@ def check_workdir(workdir: str) -> str:
 
 
 def _summary(results: dict, workdir: str) -> None:
-  for name, m in results.get("models", {}).items():
-    robust = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                       for k, v in m["robust_accuracy"].items())
-    worst = m.get("robust_accuracy_all_attacks")
-    worst = f", worst case {worst:.3f}" if isinstance(worst, float) else ""
-    print(f"{name}: density {m['density']:.3f}, natural "
-          f"{m['natural_accuracy']:.3f}, robust {robust}{worst}")
+  from scalable_awt import results as results_lib
+  print("\n".join(results_lib.summary_lines(results)))
   print(f"results: {os.path.join(workdir, 'results.json')}")
 
 

@@ -125,3 +125,22 @@ def finished(workdir: str, settings, status) -> dict | None:
     if "evaluate" in settings.phases and method not in results.get("models", {}):
       return None
   return results
+
+
+def summary_lines(results: dict) -> list[str]:
+  """The console summary: the threat model, then one line per method."""
+  models = results.get("models", {})
+  lines = []
+  threat = next((m.get("threat_model") for m in models.values()), None)
+  if threat:  # Every robust accuracy with its threat model.
+    norm = {"linf": "L-inf", "l2": "L2"}.get(threat["norm"], threat["norm"])
+    lines.append(f"threat model: {norm} eps = {threat['epsilon']:.4g} "
+                 f"({threat.get('units', 'pixels')})")
+  for name, m in models.items():
+    robust = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                       for k, v in m["robust_accuracy"].items())
+    worst = m.get("robust_accuracy_all_attacks")
+    worst = f", worst case {worst:.3f}" if isinstance(worst, float) else ""
+    lines.append(f"{name}: density {m['density']:.3f}, natural "
+                 f"{m['natural_accuracy']:.3f}, robust {robust}{worst}")
+  return lines
