@@ -47,18 +47,17 @@ import shutil
 import sys
 import time
 
+from scalable_awt import config_schema, paper
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+CHEAP = "cheap"  # The `--estimators` entry that runs the cheap search.
 
 # The paper's figures (docs/method.md), percent, natural / PGD, for the
 # presets; paper configs carry their own in get_sweep(). One copy, in
-# configs/paper/_base.py.
-_spec = importlib.util.spec_from_file_location(
-    "configs_paper_base", ROOT / "configs" / "paper" / "_base.py")
-_paper_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_paper_base)
-PAPER_TABLE1 = _paper_base.PAPER_TABLE1
-PAPER_VGG = _paper_base.PAPER_TABLE2
+# scalable_awt/paper.py.
+PAPER_TABLE1 = paper.PAPER_TABLE1
+PAPER_VGG = paper.PAPER_TABLE2
 
 
 @dataclasses.dataclass
@@ -70,7 +69,9 @@ class Preset:
   overrides: tuple[str, ...] = ()
   paper: dict | None = None
   # Several estimators: one run per (density, estimator) for the "awt" method,
-  # reported as "awt[<estimator>]".
+  # reported as "awt[<estimator>]". "cheap" is the whole cheap search
+  # (config_schema.CHEAP_SEARCH: estimator, kernel sub-batch and period,
+  # teacher cache), held against "exact" in the same table.
   estimators: tuple[str, ...] = ()
   # Seeds to run (one run per seed and point); empty: the config's own seed.
   seeds: tuple[int, ...] = ()
@@ -235,7 +236,9 @@ def run_point(preset: Preset, overrides, *, methods, density, estimator, runs: p
     config.seed = int(seed)
   if density is not None:
     config.search.density = float(density)
-  if estimator is not None:
+  if estimator == CHEAP:
+    config_schema.apply_cheap_search(config)
+  elif estimator is not None:
     config.search.estimator = estimator
   tag = "dense" if density is None else f"d{density:g}" + (f"_{estimator}" if estimator else "")
   if seed is not None:
@@ -268,13 +271,29 @@ def run_point(preset: Preset, overrides, *, methods, density, estimator, runs: p
         "wall_time_s": results.get("wall_time_s"),
         "num_test_examples": m["num_examples"],
         "workdir": os.path.relpath(workdir, ROOT),
-        # Test accuracy after each training epoch (train.curve_examples images,
-        # PGD-<train.curve_pgd_steps>): whether a schedule had converged.
-        "curve": [{k: c[k] for k in ("epoch", "test_natural_accuracy",
-                                     "test_robust_accuracy") if k in c}
-                  for c in m.get("curve", []) if "test_robust_accuracy" in c],
+        # Accuracy after each training epoch (train.curve_examples images of
+        # the validation split, or of the test set without one; PGD-<
+        # train.curve_pgd_steps>): whether a schedule had converged.
+        "curve": [point for point in map(curve_point, m.get("curve", [])) if point],
     })
   return rows, config
+
+
+def curve_point(entry: dict) -> dict | None:
+  """One epoch of a training curve as `{epoch, split, natural_accuracy, robust_accuracy}`.
+
+  Reads the runner's history rows (`<split>_natural_accuracy`, ...) and rows
+  already in this form; older results only had the test split. None for an
+  epoch without a curve measurement.
+  """
+  if "robust_accuracy" in entry:
+    return entry
+  split = entry.get("curve_split", "test")
+  if f"{split}_robust_accuracy" not in entry:
+    return None
+  return {"epoch": entry["epoch"], "split": split,
+          "natural_accuracy": entry[f"{split}_natural_accuracy"],
+          "robust_accuracy": entry[f"{split}_robust_accuracy"]}
 
 
 def curve_gaps(rows) -> list[dict]:
@@ -298,15 +317,15 @@ def curve_gaps(rows) -> list[dict]:
         next(iter(dense.values())) if len(dense) == 1 else None)
     if reference_row is None:
       continue
-    reference = {c["epoch"]: c for c in reference_row["curve"]}
-    common = [c for c in r["curve"] if c["epoch"] in reference]
+    reference = {c["epoch"]: c for c in map(curve_point, reference_row["curve"]) if c}
+    common = [c for c in map(curve_point, r["curve"]) if c and c["epoch"] in reference]
     if not common:
       continue
     def mean(values):
       return sum(values) / len(values)
-    natural = [c["test_natural_accuracy"] - reference[c["epoch"]]["test_natural_accuracy"]
+    natural = [c["natural_accuracy"] - reference[c["epoch"]]["natural_accuracy"]
                for c in common]
-    robust = [c["test_robust_accuracy"] - reference[c["epoch"]]["test_robust_accuracy"]
+    robust = [c["robust_accuracy"] - reference[c["epoch"]]["robust_accuracy"]
               for c in common]
     gaps.append({"method": r["method"], "target_density": r["target_density"],
                  "density": r["density"], "seed": r.get("seed"), "epochs": len(common),
@@ -416,22 +435,24 @@ def plot(rows, paper, path: pathlib.Path, title: str) -> None:
 
 
 def plot_curves(rows, path: pathlib.Path, title: str) -> bool:
-  """Robust test accuracy per training epoch, one line per ticket."""
+  """Robust accuracy per training epoch (validation or test split), one line per ticket."""
   if not any(r.get("curve") for r in rows):
     return False
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
+  splits = set()
   for r in sorted(rows, key=lambda r: (-r["target_density"], r["method"])):
     if r.get("curve"):
       label = r["method"] if r["method"] == "dense" else (
           f"{r['method']} {100 * r['density']:.3g}%")
-      ax.plot([c["epoch"] for c in r["curve"]],
-              [100 * c["test_robust_accuracy"] for c in r["curve"]],
+      curve = [c for c in map(curve_point, r["curve"]) if c]
+      splits |= {c["split"] for c in curve}
+      ax.plot([c["epoch"] for c in curve], [100 * c["robust_accuracy"] for c in curve],
               "-", marker="o", markersize=2, label=label)
   ax.set_xlabel("training epoch")
-  ax.set_ylabel("robust test accuracy during training (%)")
+  ax.set_ylabel(f"robust {' / '.join(sorted(splits))} accuracy during training (%)")
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)

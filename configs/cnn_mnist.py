@@ -29,6 +29,4 @@ def get_config(arg=None):
   c.train.log_every_steps = 100
   c.eval.pgd_steps = 50
   c.checkpoint.every_steps = 500
-  if "smoke" in config_schema.parse_arg(arg):
-    config_schema.apply_smoke(c)
-  return c
+  return config_schema.finish(c, config_schema.parse_arg(arg))

@@ -33,6 +33,4 @@ def get_config(arg=None):
   c.train.curve_examples = 450
   c.eval.pgd_steps = 20
   c.checkpoint.every_steps = 100
-  if "smoke" in config_schema.parse_arg(arg):
-    config_schema.apply_smoke(c)
-  return c
+  return config_schema.finish(c, config_schema.parse_arg(arg))

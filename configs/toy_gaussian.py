@@ -54,6 +54,4 @@ def get_config(arg=None):
   # linear model (smaller steps leave it above the closed form).
   c.eval.step_size = 2.08
   c.checkpoint.every_steps = 50
-  if "smoke" in config_schema.parse_arg(arg):
-    config_schema.apply_smoke(c)
-  return c
+  return config_schema.finish(c, config_schema.parse_arg(arg))

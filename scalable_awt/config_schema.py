@@ -245,12 +245,37 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+# The cheap search: the levers measured by benchmarks/search_cost.py and held
+# against the exact search's tickets (docs/reproduction/estimators.md).
+# Output probes (Hutch++-deflated, k = 8) on 8 examples of the batch, every
+# 8th step, the teacher's adversarial examples computed once per example.
+CHEAP_SEARCH = dict(estimator="output_probes_deflated", num_samples=8, kernel_batch=8,
+                    kernel_period=8, teacher_cache=True)
+# Config-file arguments every config takes (`configs/x.py:smoke,cheap`).
+SHARED_WORDS = ("smoke", "cheap")
+
+
+def apply_cheap_search(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Sets `config.search` to the cheap search (CHEAP_SEARCH)."""
+  c.search.update(CHEAP_SEARCH)
+  return c
+
+
 def parse_arg(arg: str | None) -> set[str]:
-  """Config-file arguments (`configs/x.py:smoke`); only "smoke" is known."""
+  """Config-file arguments (`configs/x.py:smoke,cheap`): SHARED_WORDS only."""
   words = {w for w in (arg or "").split(",") if w}
-  unknown = words - {"smoke"}
+  unknown = words - set(SHARED_WORDS)
   if unknown:
     raise ValueError(
-        f"Unknown config argument(s) {sorted(unknown)}; the only one is "
-        "'smoke' (e.g. --config configs/mlp_digits.py:smoke).")
+        f"Unknown config argument(s) {sorted(unknown)}; this config takes "
+        f"{list(SHARED_WORDS)} (e.g. --config configs/mlp_digits.py:smoke).")
   return words
+
+
+def finish(c: ml_collections.ConfigDict, words: set[str]) -> ml_collections.ConfigDict:
+  """Applies the shared words: the cheap search, then smoke (which shrinks last)."""
+  if "cheap" in words:
+    apply_cheap_search(c)
+  if "smoke" in words:
+    apply_smoke(c)
+  return c

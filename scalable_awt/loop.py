@@ -58,6 +58,9 @@ class Loop:
   # `on_metrics(step, values, state, meta) -> progress text`, on the host.
   on_metrics: Callable[[int, dict, PyTree, dict], str] | None = None
   metrics_every: int = 1
+  # Read them at steps `metrics_offset + n * metrics_every` instead (e.g. the
+  # steps of a search that compute its kernel term every N steps).
+  metrics_offset: int = 0
   writer: Any = None
   hint: str = ""  # What to change after a non-finite loss.
   # `time.time()` by which the loop stops early (`budget.Budget`); None = never.
@@ -104,6 +107,11 @@ def _host_metrics(loop: Loop, step: int, metrics: dict) -> dict:
   return values
 
 
+def _reads_metrics(loop: Loop, step: int) -> bool:
+  """Whether the step just finished (`step` steps done) reads its metrics."""
+  return step == loop.total_steps or (step - loop.metrics_offset) % loop.metrics_every == 0
+
+
 def _advance(loop: Loop, step: int, state: PyTree, meta: dict, batch: dict):
   """Step `step` -> `step + 1` without touching the committed state or meta.
 
@@ -113,7 +121,7 @@ def _advance(loop: Loop, step: int, state: PyTree, meta: dict, batch: dict):
   """
   state, metrics = loop.step_fn(state, batch)
   step += 1
-  if step % loop.metrics_every and step != loop.total_steps:
+  if not _reads_metrics(loop, step):
     return state, dict(meta, step=step), ""
   values = _host_metrics(loop, step, metrics)
   meta = copy.deepcopy(dict(meta, step=step))
@@ -144,7 +152,7 @@ def run(loop: Loop, state: PyTree, meta: dict) -> tuple[PyTree, dict]:
                                            loop.get_batch(step))
       # The commit: one statement, so `(step, state, meta)` always agree.
       step, state, meta = step + 1, new_state, new_meta
-      if text or step == loop.total_steps or step % loop.metrics_every == 0:
+      if text or _reads_metrics(loop, step):
         progress(step, text)
       if step % loop.save_every == 0 or step == loop.total_steps:
         _save(loop, step, state, meta)

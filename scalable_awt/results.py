@@ -102,11 +102,17 @@ def finish(workdir: str, settings, results: dict, *, wall_time_s: dict,
   results["target_density"] = settings.search.density
   results["wall_time_s"] = dict(wall_time_s)
   results["plots"] = {}
+  # The split the training curve watched (train_phase: validation if held out).
+  split = next((row["curve_split"] for history in histories.values() for row in history
+                if "curve_split" in row), "test")
   plot = metrics_lib.plot_curves(
       os.path.join(workdir, "plots", "accuracy.png"),
       {m: h for m, h in histories.items() if h},
+      keys=(("train_adv_accuracy", "train (adversarial)"),
+            (f"{split}_natural_accuracy", f"{split} natural"),
+            (f"{split}_robust_accuracy", f"{split} robust (PGD)")),
       title=f"{settings.model.name} on {settings.data.name}, "
-            f"eps={settings.attack.epsilon:.4g}")
+            f"{settings.attack.norm} eps = {settings.attack.epsilon:.4g} (pixels)")
   if plot:
     results["plots"]["accuracy"] = plot
   metrics_lib.write_json(os.path.join(workdir, "results.json"), results)

@@ -196,17 +196,23 @@ def search_loop(settings, params, key, *, context, method: str,
     meta["history"].append({"step": step, **values})
     context.writer.write_scalars(step, {f"{method}/search/{k}": v
                                         for k, v in values.items()})
-    # With search.kernel_period > 1 most steps skip the kernel term.
     kernel = (f"{values['kernel_distance']:.3g}"
-              if values.get("kernel_computed", 1) else "skipped")
+              if values.get("kernel_computed", 1) else "not computed at this step")
     return f"target {values['target_distance']:.3g} kernel {kernel}"
 
+  # With search.kernel_period = N > 1 only steps 0, N, 2N, ... compute the
+  # kernel term: read the metrics (log, history, progress) at those steps,
+  # every multiple of N nearest above log_every_steps, so the logged kernel
+  # distance is never an empty one.
+  period = int(s.kernel_period)
+  metrics_every = -(-int(s.log_every_steps) // period) * period
   search = loop.Loop(
       name=f"search[{method}]", store=store, total_steps=total,
       save_every=settings.checkpoint.every_steps,
       step_fn=step_fn, get_batch=batches.get,
       to_tree=lambda state: {"state": state},
-      on_metrics=on_metrics, metrics_every=s.log_every_steps,
+      on_metrics=on_metrics, metrics_every=metrics_every,
+      metrics_offset=1 if period > 1 else 0,
       writer=context.writer, deadline=context.deadline,
       hint="Lower search.learning_rate or search.kernel_weight.")
   return search, tree["state"], meta, pure

@@ -4,7 +4,8 @@ Every ticket trains from the *original* dense initialisation with its mask,
 the same optimizer, schedule, data order and PGD random starts, in the
 resumable `loop` (checkpoints in `checkpoints/train/<method>/`). After each
 epoch a row of mean training metrics, and every `curve_every_epochs` the
-natural and PGD accuracy on the first `curve_examples` test examples, go to
+natural and PGD accuracy on the first `curve_examples` validation examples
+(test examples when the config holds out none; `curve_split` says which), go to
 the history (the accuracy curve of results.json and plots/accuracy.png).
 """
 
@@ -73,9 +74,15 @@ def _epoch_bookkeeping(settings, method, *, model, dataset, writer,
                            step_size=2.5 * a.epsilon / t.curve_pgd_steps,
                            num_steps=t.curve_pgd_steps, norm=a.norm,
                            domain=a.box(dataset.domain))
-  n_curve = min(t.curve_examples, len(dataset.test_labels))
-  curve_x = data_lib.to_float(dataset.test_images[:n_curve])
-  curve_y = dataset.test_labels[:n_curve]
+  # The curve watches the validation split when there is one, so that the
+  # test set is touched once per final model (by evaluation); without one it
+  # falls back to the test set and says so in every row.
+  split = "validation" if len(dataset.validation_labels) else "test"
+  images = dataset.validation_images if split == "validation" else dataset.test_images
+  labels = dataset.validation_labels if split == "validation" else dataset.test_labels
+  n_curve = min(t.curve_examples, len(labels))
+  curve_x = data_lib.to_float(images[:n_curve])
+  curve_y = labels[:n_curve]
   curve_key = rng.method_key(rng.phase_keys(settings.seed)["eval"], "curve")
 
   def on_metrics(step, values, state, meta):
@@ -95,11 +102,13 @@ def _epoch_bookkeeping(settings, method, *, model, dataset, writer,
         nat, rob = curve_fn(distribution.to_host(state.params),
                             distribution.to_host(state.model_state), curve_x,
                             curve_y, jax.random.fold_in(curve_key, epoch))
-        row["test_natural_accuracy"] = float(nat) / n_curve
-        row["test_robust_accuracy"] = float(rob) / n_curve
+        row["curve_split"] = split
+        row[f"{split}_natural_accuracy"] = float(nat) / n_curve
+        row[f"{split}_robust_accuracy"] = float(rob) / n_curve
       meta["history"].append(row)
       writer.write_scalars(step, {f"{method}/epoch/{k}": v for k, v in row.items()
-                                  if v is not None and k not in ("epoch", "step")})
+                                  if isinstance(v, (int, float))
+                                  and k not in ("epoch", "step")})
       writer.flush()
       meta["sums"], meta["count"] = {}, 0
     return f"loss {values['loss']:.3f}"

@@ -23,7 +23,7 @@ def _load(path, arg=None):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-@pytest.mark.parametrize("arg", [None, "smoke"])
+@pytest.mark.parametrize("arg", [None, "smoke", "cheap,smoke"])
 def test_every_config_validates(path, arg):
   config = _load(path, arg)
   cv.validate(config, implemented_methods=tuple(train.MASK_FNS))
@@ -44,6 +44,17 @@ def test_required_keys_exist():
 def test_unknown_config_argument():
   with pytest.raises(ValueError, match="smoke"):
     _load(CONFIGS[0], "smok")
+
+
+def test_cheap_word_sets_the_search_vgg16_runs_by_default():
+  cheap = _load(os.path.join(ROOT, "configs", "mlp_mnist.py"), "cheap")
+  vgg = _load(os.path.join(ROOT, "configs", "vgg16_cifar10.py"))
+  for config in (cheap, vgg):
+    assert {k: config.search[k] for k in config_schema.CHEAP_SEARCH} == (
+        config_schema.CHEAP_SEARCH)
+  # Without the word, the exact search every step (the validation reference).
+  plain = _load(os.path.join(ROOT, "configs", "mlp_mnist.py"))
+  assert (plain.search.estimator, plain.search.kernel_period) == ("exact", 1)
 
 
 @pytest.mark.parametrize("key,value,needle", [

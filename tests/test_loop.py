@@ -114,6 +114,11 @@ def test_metrics_every_reads_metrics_only_then(tmp_path):
   assert [row[0] for row in meta["history"]] == [3, 6, 7]
 
 
+def test_metrics_offset_shifts_the_steps_that_read_metrics(tmp_path):
+  _, meta = _run(str(tmp_path / "w"), metrics_every=3, metrics_offset=1)
+  assert [row[0] for row in meta["history"]] == [1, 4, 7]
+
+
 def test_restore_refuses_a_checkpoint_of_another_schedule(tmp_path):
   directory = str(tmp_path / "w")
   _run(directory)

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from scalable_awt import config_schema
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -55,8 +57,8 @@ def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
   monkeypatch.setattr(sweep, "RESULTS", tmp_path / "results")
   monkeypatch.setitem(sweep.PRESETS, "tiny", sweep.Preset(
       config="mlp_digits.py", densities=(0.2,), methods=("random",),
-      overrides=("data.num_train=256", "data.num_test=64", "train.epochs=1",
-                 "train.curve_examples=16", "attack.train_steps=1",
+      overrides=("data.num_train=256", "data.num_test=64", "data.validation_examples=100",
+                 "train.epochs=1", "train.curve_examples=16", "attack.train_steps=1",
                  "eval.pgd_steps=2", "eval.attacks=('pgd',)"),
       paper={"awt (paper)": {0.2: (None, 50.0)}}))
   argv = ["tiny", "--runs", str(tmp_path / "runs"), "--set", "seed=1"]
@@ -69,7 +71,8 @@ def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
     assert 0.0 <= row["natural_accuracy"] <= 1.0 and row["num_test_examples"] == 64
     assert row["epochs_train"] == 1.0 and row["epochs_search"] == 0.0
     assert [c["epoch"] for c in row["curve"]] == [1]
-    assert 0.0 <= row["curve"][0]["test_robust_accuracy"] <= 1.0
+    assert 0.0 <= row["curve"][0]["robust_accuracy"] <= 1.0
+    assert row["curve"][0]["split"] == "validation"  # The test set is for the final model.
   assert abs(result["rows"][1]["density"] - 0.2) < 0.01
   for suffix in (".md", ".png", "_curves.png"):
     assert (tmp_path / "results" / f"tiny{suffix}").stat().st_size > 0
@@ -239,6 +242,9 @@ def test_table1_config_states_the_standard_threat_model(sweep):
     sweep.load_config(path + ":eps03")
   with pytest.raises(ValueError, match="eps092,committed"):
     sweep.load_config(path + ":committed")
+  # The shared words reach paper configs too: the cheap search, as VGG-16 runs it.
+  cheap = sweep.load_config(path + ":cheap")
+  assert {k: cheap.search[k] for k in config_schema.CHEAP_SEARCH} == config_schema.CHEAP_SEARCH
 
 
 TINY_PAPER_CONFIG = '''

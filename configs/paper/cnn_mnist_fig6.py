@@ -18,20 +18,14 @@ Time:     about 2 hours on 2 CPU cores (the search 53 minutes), minutes on a GPU
 Expected: (committed, seed 0) dense 0.977 / 0.732, AWT 0.903 / 0.554, random
           0.871 / 0.517 natural / PGD-50.
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "configs_paper_base", pathlib.Path(__file__).with_name("_base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from scalable_awt import paper as base
 
 WORDS = ("seeds3", "full")
 
 
 def get_config(arg=None):
   own, shared = base.split_arg(arg, WORDS)
-  c = base.top_level("cnn_mnist")
+  c = base.top_level("cnn_mnist", __file__)
   c.data.data_dir = "data/mnist"
   c.methods = ("dense", "awt", "random")
   c.search.density = 0.03

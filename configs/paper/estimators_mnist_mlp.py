@@ -18,13 +18,7 @@ Time:     about 1 hour on 2 CPU cores (searches 1.5 to 7 minutes each).
 Expected: (committed) PGD-100 exact 0.322, diagonal 0.327, output_probes 0.361,
           output_probes_deflated 0.359, random_projection 0.358, random 0.326.
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "configs_paper_base", pathlib.Path(__file__).with_name("_base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from scalable_awt import paper as base
 
 WORDS = ("seeds3",)
 ESTIMATORS = ("exact", "diagonal", "random_projection", "output_probes",
@@ -33,7 +27,7 @@ ESTIMATORS = ("exact", "diagonal", "random_projection", "output_probes",
 
 def get_config(arg=None):
   _, shared = base.split_arg(arg, WORDS)
-  c = base.top_level("mlp_mnist")
+  c = base.top_level("mlp_mnist", __file__)
   c.data.data_dir = "data/mnist"
   c.data.validation_examples = 0  # As committed: no validation split.
   c.eval.validation = False

@@ -30,13 +30,7 @@ Expected: at eps = 0.3 px not yet measured (issue 19, in progress). With
           :eps092,committed, seed 0: AWT 0.917 / 0.903 / 0.880 / 0.837 / 0.746
           PGD-100 at 51.3 / 16.9 / 8.7 / 3.6 / 1.8% density.
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "configs_paper_base", pathlib.Path(__file__).with_name("_base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from scalable_awt import paper as base
 
 WORDS = ("eps092", "committed")
 # The densities of Lottery-Ticket pruning of LeNet-300-100 after 3, 8, 11, 15
@@ -49,7 +43,7 @@ def get_config(arg=None):
   if "committed" in own and "eps092" not in own:
     raise ValueError("'committed' is the committed eps = 0.0924 table: use it as "
                      "configs/paper/mnist_mlp_table1.py:eps092,committed")
-  c = base.top_level("mlp_mnist")
+  c = base.top_level("mlp_mnist", __file__)
   c.data.data_dir = "data/mnist"  # The four IDX files (docs/runner.md, Data).
   c.methods = ("dense", "awt", "awt_no_kernel", "ntt", "random", "magnitude")
   c.search.density = 0.087

@@ -11,15 +11,9 @@ Table:    python benchmarks/toy_table3.py --config configs/paper/toy_table3.py
 Time:     about 75 s on 2 CPU cores.
 Expected: cos to mu: AWT 0.9987 >= adversarial training 0.9950 > SVM 0.8925.
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "configs_paper_base", pathlib.Path(__file__).with_name("_base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from scalable_awt import paper as base
 
 
 def get_config(arg=None):
   _, shared = base.split_arg(arg, ())
-  return base.finish(base.top_level("toy_gaussian"), shared)
+  return base.finish(base.top_level("toy_gaussian", __file__), shared)

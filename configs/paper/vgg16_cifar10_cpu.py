@@ -14,18 +14,12 @@ Table:    python benchmarks/sweep.py --config configs/paper/vgg16_cifar10_cpu.py
 Time:     1.5 to 2.5 hours per density on 2 CPU cores (measured, cores shared).
 Expected: every ticket near chance: 18-23% natural, 5-13% PGD-10.
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "configs_paper_base", pathlib.Path(__file__).with_name("_base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from scalable_awt import paper as base
 
 
 def get_config(arg=None):
   _, shared = base.split_arg(arg, ())
-  c = base.top_level("vgg16_cifar10")
+  c = base.top_level("vgg16_cifar10", __file__)
   c.data.data_dir = "data/cifar10"
   c.data.validation_examples = 0  # As committed: no validation split.
   c.eval.validation = False

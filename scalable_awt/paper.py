@@ -1,20 +1,23 @@
-"""Shared by the paper configs: load a top-level config and parse arguments.
+"""The paper's figures, and what the reproduction configs (configs/paper/) share.
 
-Not a config itself (no get_config). Config files are loaded by path (by
-ml_collections' `--config`, or benchmarks/sweep.py), not imported as a
-package, so this module is loaded by path too.
+Config files are loaded by path (ml_collections' `--config`, or
+benchmarks/sweep.py), not imported as a package, so a paper config finds its
+top-level config from its own path (`top_level(name, __file__)`).
 """
 import importlib.util
 import pathlib
 
 from scalable_awt import config_schema
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1]
 
+def top_level(name: str, paper_config_file: str):
+  """`configs/<name>.py`'s get_config(), found beside `configs/paper/`.
 
-def top_level(name: str):
-  """`configs/<name>.py`'s get_config() (no argument: smoke is applied last)."""
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIGS / f"{name}.py")
+  Called without arguments: the shared words (smoke, cheap) are applied last,
+  by `finish`, after the paper config's own settings.
+  """
+  configs = pathlib.Path(paper_config_file).resolve().parents[1]
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", configs / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
@@ -24,20 +27,19 @@ def split_arg(arg, own_words) -> tuple[set, set]:
   """(this config's words, the shared ones such as "smoke"), each checked."""
   words = {w for w in (arg or "").split(",") if w}
   own = words & set(own_words)
-  unknown = words - own - {"smoke"}
+  unknown = words - own - set(config_schema.SHARED_WORDS)
   if unknown:
     raise ValueError(
         f"Unknown config argument(s) {sorted(unknown)}; this config takes "
-        f"{sorted(set(own_words) | {'smoke'})}, comma-separated after ':' "
+        f"{sorted(set(own_words) | set(config_schema.SHARED_WORDS))}, comma-separated after ':' "
         "(e.g. --config configs/paper/mnist_mlp_table1.py:eps092,smoke)")
   shared = config_schema.parse_arg(",".join(sorted(words - own)))
   return own, shared
 
 
 def finish(c, shared: set):
-  if "smoke" in shared:
-    config_schema.apply_smoke(c)
-  return c
+  """The shared words (config_schema.finish) on a paper config."""
+  return config_schema.finish(c, shared)
 
 
 # The paper's Table 1 (AWT and iterative pruning + adversarial training,
