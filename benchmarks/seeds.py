@@ -120,15 +120,19 @@ def aggregate(sweeps) -> dict:
     })
   # Every AWT ticket (`awt`, or `awt[<estimator>]`) against every other
   # masked method at its density, on the seeds both ran: random first, then
-  # the ablations (`awt_no_kernel`, `ntt`, `magnitude`, ...).
+  # the ablations (`awt_no_kernel`, `ntt`, `magnitude`, ...); a scalable
+  # search (`awt[cheap]`, `awt[diagonal]`, ...) also against the exact one
+  # (`awt[exact]`, else `awt`): is the cheaper ticket a worse one?
   paired = []
   methods = {m for m, _ in by_key if m != "dense"}
   treatments = sorted(m for m in methods if _is_awt(m))
   baselines = sorted(methods - set(treatments), key=lambda m: (m != "random", m))
+  reference = next((m for m in ("awt[exact]", "awt") if m in treatments), None)
   targets = sorted({t for m, t in by_key if m in treatments}, reverse=True)
   for target in targets:
     for treatment in treatments:
-      for baseline in baselines:
+      against_exact = [reference] if reference and treatment != reference else []
+      for baseline in baselines + against_exact:
         if (treatment, target) not in by_key or (baseline, target) not in by_key:
           continue
         awt = dict(by_key[(treatment, target)])

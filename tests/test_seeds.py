@@ -132,3 +132,17 @@ def test_awt_is_paired_with_every_baseline_and_the_threat_model_is_stated(seeds,
   text = seeds.markdown(result)
   assert text.startswith("Threat model: L∞ ε = 0.3 (pixels); PGD-100 ×5 restarts.")
   assert "| 10.0% | pgd100, awt − awt_no_kernel | +5.0, +2.0 | +3.5 ± 1.5 | 2/2 |" in text
+
+
+def test_a_scalable_search_is_also_paired_with_the_exact_one(seeds, tmp_path):
+  for seed, (exact, cheap, rnd) in enumerate(((0.60, 0.58, 0.50), (0.62, 0.63, 0.50))):
+    result = {"preset": "p", "config_file": "c.py", "overrides": [f"seed={seed}"],
+              "rows": [_row("awt", 0.1, 0.8, exact), _row("awt[cheap]", 0.1, 0.8, cheap),
+                       _row("random", 0.1, 0.7, rnd)]}
+    (tmp_path / f"s{seed}.json").write_text(json.dumps(result))
+  result = seeds.aggregate(seeds.load(["s0", "s1"], tmp_path))
+  pgd = [(p["method"], p["baseline"], p["differences"]) for p in result["paired"]
+         if p["metric"] == "pgd100"]
+  assert [(m, b) for m, b, _ in pgd] == [
+      ("awt", "random"), ("awt[cheap]", "random"), ("awt[cheap]", "awt")]
+  assert pgd[-1][2] == pytest.approx([-0.02, 0.01])  # cheap − exact, per seed.

@@ -237,6 +237,7 @@ def test_table1_config_states_the_standard_threat_model(sweep):
       "L∞ ε = 0.3 (pixels); PGD-100 ×5 restarts, APGD-CE-100 ×5 restarts")
   reading = sweep.load_config(path + ":eps092")
   assert reading.attack.epsilon == pytest.approx(0.3 * 0.3081, abs=1e-4)
+  assert sweep.preset_from_config(path).name == "mnist_mlp_table1"  # The issue-19 table.
   assert sweep.preset_from_config(path + ":eps092,committed").name == "table1_mnist_mlp_eps092"
   with pytest.raises(ValueError, match="Unknown config argument.*eps03"):
     sweep.load_config(path + ":eps03")

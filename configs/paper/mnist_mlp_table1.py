@@ -74,7 +74,7 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   """What benchmarks/sweep.py runs: every density, masked method and seed."""
   own, _ = base.split_arg(arg, WORDS)
-  sweep = {"name": "table1_mnist_mlp", "densities": DENSITIES,
+  sweep = {"name": "mnist_mlp_table1", "densities": DENSITIES,
            "methods": ("awt", "awt_no_kernel", "ntt", "random", "magnitude"),
            "dense": True, "seeds": (0, 1, 2), "paper": base.PAPER_TABLE1}
   if "eps092" in own:
