@@ -23,10 +23,15 @@ Arguments (comma-separated after ':'):
              (benchmarks/results/table1_mnist_mlp_eps092.*) ran with: no validation
              split, PGD-100 x1 restart + APGD-CE, awt and random, seed 0.
   smoke      about a minute on a CPU.
-Time:     measured: 26 to 43 minutes per density for the committed AWT + random
-          pair on 2 CPU cores. Estimated: about 2.5 hours per density with all
-          six methods, more with the full attack suite; not measured on a GPU.
-Expected: at eps = 0.3 px not yet measured (issue 19, in progress). With
+Time:     measured on 2 CPU cores: 26 to 43 minutes per density for the
+          committed AWT + random pair; 20 to 28 minutes per (density, seed) for
+          awt, awt_no_kernel and random on the shortened schedule of issue 19
+          (--set search.epochs=1 --set train.epochs=10 --set
+          eval.num_examples=1000, the full attack suite). Not measured on a GPU.
+Expected: at eps = 0.3 px, 3.6%, the shortened schedule, seeds 0-2: worst-case
+          robust accuracy AWT 0.345, awt_no_kernel 0.384, random 0.386
+          (benchmarks/results/kernel_ablation_mnist_mlp.json); the full table
+          is in progress (issue 19). With
           :eps092,committed, seed 0: AWT 0.917 / 0.903 / 0.880 / 0.837 / 0.746
           PGD-100 at 51.3 / 16.9 / 8.7 / 3.6 / 1.8% density.
 """
