@@ -149,7 +149,7 @@ def aggregate(sweeps) -> dict:
           entry = _paired(target, metric, common, [value(awt[s]) for s in common],
                           [value(rnd[s]) for s in common])
           paired.append(dict(entry, method=treatment, baseline=baseline))
-  # How far each ticket's test curve stays from the dense one (sweep.py's
+  # How far each ticket's accuracy curve stays from the dense one (sweep.py's
   # curve_gaps, in sweeps that have a dense row): AWT − random < 0 means
   # AWT's curve is the closer one.
   gaps: dict[tuple, dict] = {}
@@ -222,7 +222,7 @@ def markdown(result: dict) -> str:
                  "two-sided paired t-test):" if named else
                  "AWT − random on the same seed (points; mean ± standard error, "
                  "two-sided paired t-test):", "AWT ahead"),
-      ("curve_paired", "Distance of the test curve from the dense network's, AWT − random "
+      ("curve_paired", "Distance of the accuracy curve from the dense network's, AWT − random "
                        "on the same seed (points of mean |ticket − dense| over epochs; "
                        "negative: AWT's curve is closer):", "AWT farther"),
   ]

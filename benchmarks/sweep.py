@@ -262,6 +262,8 @@ def run_point(preset: Preset, overrides, *, methods, density, estimator, runs: p
         "method": label, "density": m["density"],
         "target_density": 1.0 if density is None else float(density),
         "seed": int(config.seed), "threat_model": m.get("threat_model") or threat_model_of(config),
+        # "validation" in a recipe study (eval.split): the test set untouched.
+        "split": m.get("split", "test"),
         "natural_accuracy": m["natural_accuracy"], "robust_accuracy": robust,
         "validation": m.get("validation"),
         "epochs_search": (float(config.search.epochs)
@@ -297,7 +299,7 @@ def curve_point(entry: dict) -> dict | None:
 
 
 def curve_gaps(rows) -> list[dict]:
-  """How far each ticket's test curve stays from the dense network's.
+  """How far each ticket's accuracy curve stays from the dense network's.
 
   The paper's claim for its Fig. 6 is that AWT's learning curves are "much
   closer to the dense model than the random structure"; this measures it:
@@ -360,7 +362,7 @@ def markdown(rows, paper, threat_model: dict | None = None) -> str:
     lines.append("| " + " | ".join(cells) + " |")
   gaps = curve_gaps(rows)
   if gaps:
-    lines += ["", f"Test curves against the dense network's over {gaps[0]['epochs']} epochs "
+    lines += ["", f"Accuracy curves (per epoch, during training) against the dense network's over {gaps[0]['epochs']} epochs "
               "(mean |ticket − dense|, points; signed: ticket − dense):", "",
               "| method | density | natural gap | robust gap | robust signed |",
               "|---|---|---:|---:|---:|"]
@@ -646,16 +648,24 @@ def write_report(folder, name, rows, dense_reference, dense_from, preset, config
   """`<name>.md`, `<name>.png` and `<name>_curves.png` from the rows, in `folder`."""
   threat_model = threat_model_of(config)
   md = markdown(dense_reference + rows, preset.paper, threat_model)
+  if any(r.get("split") == "validation" for r in rows):
+    md = ("Evaluated on the **validation split** (`eval.split=validation`): a recipe "
+          "study; the test set was not evaluated.\n\n" + md)
   if dense_from:
     md = f"Dense row from `{dense_from}` (same config but for search.*).\n\n" + md
   (folder / f"{name}.md").write_text(md)
   norm = {"linf": "L∞", "l2": "L2"}.get(threat_model["norm"], threat_model["norm"])
   title = (f"{os.path.basename(preset.config)}: search {config.search.epochs} + train "
            f"{config.train.epochs} epochs\n{norm} ε = {threat_model['epsilon']:.4g} (pixels)")
-  plot(dense_reference + rows, preset.paper, folder / f"{name}.png", title)
+  splits = {r.get("split", "test") for r in rows}
+  plot(dense_reference + rows, preset.paper, folder / f"{name}.png",
+       title + (", validation split" if "validation" in splits else ""))
+  # The split the training curves watched (the validation split when held out).
+  curve_split = next((p.get("split", "test") for r in dense_reference + rows
+                      for p in r.get("curve") or []), "test")
   plot_curves(dense_reference + rows, folder / f"{name}_curves.png",
               f"{title}, PGD-{config.train.curve_pgd_steps} on the first "
-              f"{config.train.curve_examples} test images")
+              f"{config.train.curve_examples} {curve_split} images")
   print("\n" + md)
   return md
 

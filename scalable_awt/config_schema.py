@@ -27,6 +27,7 @@ DATA_SOURCES = ("auto", "tfds", "idx", "image_folder", "npz")
 MODELS = ("mlp", "cnn", "vgg16", "linear")
 VGG_NORMS = ("batch", "group", "none")
 DOMAINS = ("auto", "unit", "none")
+EVAL_SPLITS = ("test", "validation")
 
 
 def _data() -> ml_collections.ConfigDict:
@@ -177,6 +178,10 @@ def _eval() -> ml_collections.ConfigDict:
   # Also evaluate the validation split (natural + PGD only), stored under
   # "validation" in results.json; recipe choices are made on those numbers.
   e.validation = True
+  # Which split the attack suite above runs on and the results report:
+  # "test" (final models: the test set once per model), or "validation" (a
+  # recipe study: the held-out split only, the test set never touched).
+  e.split = "test"
   e.step_size = -1.0  # PGD step; -1 = 2.5 * epsilon / pgd_steps.
   e.batch_size = 256  # Examples per evaluation call.
   e.num_examples = -1  # Evaluate on the first N test examples; -1 = all.

@@ -85,6 +85,7 @@ def allowed_values() -> dict[str, tuple]:
       "train.optimizer": tuple(adversarial_training.OPTIMIZERS),
       "train.schedule": tuple(adversarial_training.SCHEDULES),
       "eval.attacks": tuple(evaluation.ATTACKS),
+      "eval.split": schema.EVAL_SPLITS,
   }
 
 
@@ -227,6 +228,7 @@ def _check_eval(v: _Checker, e: dict) -> None:
   v.check(v.number(e["step_size"]) and (e["step_size"] > 0 or e["step_size"] == -1),
           "eval.step_size", e["step_size"], "must be > 0 or -1 (default)")
   v.boolean("eval.validation", e["validation"])
+  v.one_of("eval.split", e["split"])
 
 
 def _check_run(v: _Checker, c: dict, implemented_methods) -> None:
@@ -267,6 +269,10 @@ def validate(config, *, implemented_methods=None) -> None:
   _check_model_and_attack(v, c["model"], c["attack"])
   _check_train(v, c["train"])
   _check_eval(v, c["eval"])
+  v.check(not (c["eval"]["split"] == "validation" and c["data"]["validation_examples"] == 0),
+          "eval.split", c["eval"]["split"],
+          "needs a validation split, but data.validation_examples is 0: set it to "
+          "-1 (the data set's standard split) or a number of held-out examples")
   _check_run(v, c, implemented_methods)
   if v.problems:
     raise ConfigError(_format(v.problems))

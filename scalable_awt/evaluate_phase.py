@@ -4,7 +4,10 @@ The test split gets the whole attack suite of `config.eval`; the validation
 split (held out of training by `data.validation_examples`), when
 `eval.validation` is on and the split is not empty, gets natural accuracy and
 PGD only: it is what recipe choices are made on, cheaply and often, while the
-test set is evaluated once per final model. Results are cached in
+test set is evaluated once per final model. A recipe study sets
+`eval.split = "validation"`: the whole suite then runs on the validation split,
+which is what the results report, and the test set is not touched. Results are
+cached in
 `eval/<method>.json` under a fingerprint of the eval and attack settings and
 the trained step, so a rerun with the same model and settings reads them back.
 """
@@ -18,6 +21,7 @@ import os
 import jax
 import numpy as np
 
+from scalable_awt import config_validation
 from scalable_awt import data as data_lib
 from scalable_awt import distribution, evaluation, models, rng
 from scalable_awt import metrics as metrics_lib
@@ -58,9 +62,23 @@ def validation_split(dataset) -> tuple[np.ndarray, np.ndarray] | None:
 
 def evaluate_one(settings, workdir, method, state, *, model, dataset, status
                  ) -> dict:
-  """`{"test": evaluate(...), "validation": evaluate(...) or None}`, cached."""
+  """`{"split", "reported", "validation"}`, cached.
+
+  `reported` is the attack suite's result on `eval.split` (what the results
+  row holds); `validation` the natural + PGD check of the held-out split
+  beside a test evaluation (None when there is none, or when the suite itself
+  ran on the validation split).
+  """
   path = os.path.join(workdir, "eval", f"{method}.json")
-  held_out = validation_split(dataset) if settings.eval.validation else None
+  split = settings.eval.split
+  held_out = validation_split(dataset)
+  if split == "validation" and held_out is None:
+    raise config_validation.ConfigError(
+        f"eval.split='validation' but {settings.data.name} has no validation split here "
+        f"(data.validation_examples={settings.data.validation_examples}); hold some "
+        "training examples out with data.validation_examples=N")
+  if not settings.eval.validation and split == "test":
+    held_out = None
   fingerprint = json.dumps({
       "eval": settings.config_json["eval"],
       "attack": settings.config_json["attack"],
@@ -68,17 +86,24 @@ def evaluate_one(settings, workdir, method, state, *, model, dataset, status
       "step": int(distribution.to_host(state.step))}, sort_keys=True)
   cached = metrics_lib.read_json(path)
   if cached is not None and cached.get("fingerprint") == fingerprint:
-    return {"test": cached["result"], "validation": cached.get("validation")}
+    return {"split": cached.get("split", "test"), "reported": cached["result"],
+            "validation": cached.get("validation")}
   key = rng.method_key(rng.phase_keys(settings.seed)["eval"], method)
-  test = _evaluate_split(settings, model, state, dataset.test_images,
-                         dataset.test_labels, key=key,
-                         attacks=settings.eval.attacks, dataset=dataset)
   validation = None
-  if held_out is not None:
-    validation = _evaluate_split(
-        settings, model, state, *held_out, key=jax.random.fold_in(key, 1),
-        attacks=("pgd",), dataset=dataset)
-  metrics_lib.write_json(path, {"fingerprint": fingerprint, "result": test,
-                                "validation": validation})
+  if split == "validation":
+    # The suite on the held-out split, with the key the validation check uses.
+    reported = _evaluate_split(settings, model, state, *held_out,
+                               key=jax.random.fold_in(key, 1),
+                               attacks=settings.eval.attacks, dataset=dataset)
+  else:
+    reported = _evaluate_split(settings, model, state, dataset.test_images,
+                               dataset.test_labels, key=key,
+                               attacks=settings.eval.attacks, dataset=dataset)
+    if held_out is not None:
+      validation = _evaluate_split(
+          settings, model, state, *held_out, key=jax.random.fold_in(key, 1),
+          attacks=("pgd",), dataset=dataset)
+  metrics_lib.write_json(path, {"fingerprint": fingerprint, "split": split,
+                                "result": reported, "validation": validation})
   status.mark("evaluate", method, True)
-  return {"test": test, "validation": validation}
+  return {"split": split, "reported": reported, "validation": validation}

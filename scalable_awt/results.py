@@ -4,7 +4,8 @@
      "target_density": d, "wall_time_s": {phase: s}, "plots": {...},
      "models": {method: row}}
 
-A row (`model_row`) carries the ticket's densities, the test split's
+A row (`model_row`) carries the ticket's densities, the `split` its accuracies
+are on ("test"; "validation" in a recipe study, `eval.split`), its
 `natural_accuracy`, `robust_accuracy` (per attack) and
 `robust_accuracy_all_attacks` (per-example worst case over the suite), the
 `threat_model` ({"norm", "epsilon", "units", "attacks": [...]}), the
@@ -48,9 +49,12 @@ def _density(mask, params) -> dict:
 def model_row(settings, evaluation: dict, *, mask, params, dataset_domain,
               search_info, curve, train_info=None) -> dict:
   """The results.json row of one method (see the module docstring)."""
-  res = evaluation["test"]
+  res = evaluation["reported"]
   report = _density(mask, params)
   row = {
+      # The split the accuracies below are on: "test", or "validation" in a
+      # recipe study (eval.split), where the test set is not evaluated.
+      "split": evaluation.get("split", "test"),
       "density": report["density_prunable"],
       "density_all_parameters": report["density_all"],
       "density_per_layer": report["per_layer"],
@@ -142,6 +146,10 @@ def summary_lines(results: dict) -> list[str]:
     norm = {"linf": "L-inf", "l2": "L2"}.get(threat["norm"], threat["norm"])
     lines.append(f"threat model: {norm} eps = {threat['epsilon']:.4g} "
                  f"({threat.get('units', 'pixels')})")
+  splits = {m.get("split", "test") for m in models.values()}
+  if "validation" in splits:
+    lines.append("evaluated on the validation split (eval.split): a recipe study; "
+                 "the test set was not evaluated")
   for name, m in models.items():
     robust = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in m["robust_accuracy"].items())

@@ -167,6 +167,7 @@ class EvalSettings:
   batch_size: int
   num_examples: int | None  # None: every example.
   validation: bool
+  split: str  # "test" or "validation": where the suite runs and what rows report.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,11 +104,13 @@ def _evaluate_all(settings, workdir, results, *, states, histories, tickets_,
         search_info=status.info("search", method),
         train_info=status.info("train", method),
         curve=histories.get(method, []))
-    test = evaluation["test"]
+    reported = evaluation["reported"]
+    # A recipe study's numbers get their own tag, never mistaken for test ones.
+    tag = "eval" if evaluation["split"] == "test" else "eval_validation"
     writer.write_scalars(int(distribution.to_host(states[method].step)), {
-        f"{method}/eval/natural_accuracy": test["natural_accuracy"],
-        **{f"{method}/eval/robust_accuracy/{k}": v for k, v in
-           test["robust_accuracy_per_attack"].items()}})
+        f"{method}/{tag}/natural_accuracy": reported["natural_accuracy"],
+        **{f"{method}/{tag}/robust_accuracy/{k}": v for k, v in
+           reported["robust_accuracy_per_attack"].items()}})
     status.add_time("evaluate", time.time() - t0)
 
 

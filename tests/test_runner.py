@@ -51,3 +51,30 @@ def test_no_validation_rows_when_switched_off(tmp_path):
   c.eval.validation = False
   res = train.train_and_evaluate(c, str(tmp_path))
   assert "validation" not in res["models"]["dense"]
+
+
+def test_recipe_study_reports_the_validation_split_and_never_evaluates_test(tmp_path, monkeypatch):
+  from scalable_awt import config_validation, evaluation
+  c = _toy()
+  c.methods = ("random",)
+  reference = train.train_and_evaluate(c, str(tmp_path / "test_split"))["models"]["random"]
+  sizes = []
+  evaluate = evaluation.evaluate
+  def recording(apply_fn, params, images, labels, **kwargs):
+    sizes.append(len(labels))
+    return evaluate(apply_fn, params, images, labels, **kwargs)
+  monkeypatch.setattr(evaluation, "evaluate", recording)
+  c.eval.split = "validation"
+  res = train.train_and_evaluate(c, str(tmp_path / "validation_split"))
+  row = res["models"]["random"]
+  # Only the 64 held-out examples were attacked: the test set was not touched.
+  assert sizes == [64]
+  assert row["split"] == "validation" and row["num_examples"] == 64
+  assert "validation" not in row
+  # Same model, same key, same split: exactly the test run's validation check.
+  assert reference["split"] == "test"
+  assert row["natural_accuracy"] == reference["validation"]["natural_accuracy"]
+  assert row["robust_accuracy"] == reference["validation"]["robust_accuracy"]
+  c.data.validation_examples = 0
+  with pytest.raises(config_validation.ConfigError, match=r"eval\.split.*validation_examples"):
+    train.train_and_evaluate(c, str(tmp_path / "no_split"))

@@ -82,6 +82,20 @@ def test_sweep_writes_the_table_and_resumes(sweep, tmp_path, monkeypatch):
   again = json.loads((tmp_path / "results" / "tiny.json").read_text())["rows"]
   assert [(r["natural_accuracy"], r["wall_time_s"]) for r in again] == [
       (r["natural_accuracy"], r["wall_time_s"]) for r in first]
+  assert {r["split"] for r in first} == {"test"}
+  # A recipe study on the same workdirs: the trained models are reused and the
+  # whole suite runs on the 100 held-out examples instead of the test set.
+  assert sweep.main(argv + ["--set", "eval.split=validation", "--name", "tiny_recipe"]) == 0
+  study = json.loads((tmp_path / "results" / "tiny_recipe.json").read_text())
+  assert [(r["split"], r["num_test_examples"]) for r in study["rows"]] == [("validation", 100)] * 2
+  # The same trained models and attack key: exactly the validation check of the
+  # test-split run.
+  for studied, tested in zip(study["rows"], first):
+    assert studied["natural_accuracy"] == tested["validation"]["natural_accuracy"]
+    assert (list(studied["robust_accuracy"].values())
+            == list(tested["validation"]["robust_accuracy"].values()))
+  text = (tmp_path / "results" / "tiny_recipe.md").read_text()
+  assert text.startswith("Evaluated on the **validation split**")
 
 
 def _curve(*points):

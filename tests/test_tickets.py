@@ -122,7 +122,7 @@ def _evaluation(validation=True):
           "epsilon": 0.3, "norm": "linf", "num_examples": 10,
           "per_class_accuracy": {}}
   val = dict(test, robust_accuracy_per_attack={"pgd50": 0.7}, num_examples=5)
-  return {"test": test, "validation": val if validation else None}
+  return {"split": "test", "reported": test, "validation": val if validation else None}
 
 
 def test_results_row_carries_threat_model_and_validation():
@@ -137,11 +137,12 @@ def test_results_row_carries_threat_model_and_validation():
                   {"name": "apgd_ce", "steps": 100, "restarts": 1}]}
   assert row["robust_accuracy"] == {"pgd50": 0.6, "apgd_ce": 0.55}
   assert row["robust_accuracy_all_attacks"] == 0.5 and row["density"] == 1.0
+  assert row["split"] == "test"
   assert row["validation"] == {"natural_accuracy": 0.9,
                                "robust_accuracy": {"pgd50": 0.7}, "num_examples": 5}
   # evaluate's own threat model wins; no validation split, no key.
   ev = _evaluation(validation=False)
-  ev["test"]["threat_model"] = {"norm": "linf", "epsilon": 0.3, "units": "pixels",
+  ev["reported"]["threat_model"] = {"norm": "linf", "epsilon": 0.3, "units": "pixels",
                                 "attacks": []}
   row = results.model_row(s, ev, mask=None, params=params, dataset_domain=None,
                           search_info={"wall_s": 2.0}, curve=[])
