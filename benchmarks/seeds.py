@@ -33,6 +33,7 @@ import pathlib
 import shutil
 import statistics
 import sys
+import textwrap
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import sweep  # noqa: E402  The threat-model line, written as the sweeps write it.
@@ -95,9 +96,13 @@ def _attack_order(attacks) -> list[str]:
 
 
 def _summary(values) -> dict:
-  return {"mean": statistics.fmean(values),
-          "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-          "values": list(values)}
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return {"mean": statistics.fmean(values), "std": std,
+          "stderr": std / math.sqrt(len(values)), "values": list(values)}
+
+
+def _pgd_key(robust: dict) -> str | None:
+  return next((a for a in sorted(robust) if a.startswith("pgd")), None)
 
 
 def aggregate(sweeps) -> dict:
@@ -110,14 +115,22 @@ def aggregate(sweeps) -> dict:
   rows = []
   for (method, target), draws in sorted(by_key.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
     attacks = _attack_order(set.intersection(*(set(r["robust_accuracy"]) for _, r in draws)))
-    rows.append({
+    row = {
         "method": method, "target_density": target,
         "density": statistics.fmean(r["density"] for _, r in draws),
         "seeds": [s for s, _ in draws], "n": len(draws),
         "natural_accuracy": _summary([r["natural_accuracy"] for _, r in draws]),
         "robust_accuracy": {a: _summary([r["robust_accuracy"][a] for _, r in draws])
                             for a in attacks},
-    })
+    }
+    # How much the full suite takes off PGD alone: a large gap is what
+    # gradient masking looks like, and what a PGD-only table would hide.
+    pgd = _pgd_key(row["robust_accuracy"])
+    if pgd and "worst_case" in row["robust_accuracy"]:
+      row["pgd_minus_worst_case"] = dict(
+          _summary([r["robust_accuracy"][pgd] - r["robust_accuracy"]["worst_case"]
+                    for _, r in draws]), attack=pgd)
+    rows.append(row)
   # Every AWT ticket (`awt`, or `awt[<estimator>]`) against every other
   # masked method at its density, on the seeds both ran: random first, then
   # the ablations (`awt_no_kernel`, `ntt`, `magnitude`, ...); a scalable
@@ -215,6 +228,17 @@ def markdown(result: dict) -> str:
     cells = [r["method"], f"{100 * r['density']:.1f}%", str(r["n"]), _pm(r["natural_accuracy"])]
     cells += [_pm(r["robust_accuracy"][a]) if a in r["robust_accuracy"] else "" for a in attacks]
     lines.append("| " + " | ".join(cells) + " |")
+  gaps = [r for r in rows if "pgd_minus_worst_case" in r]
+  if gaps:
+    attack = gaps[0]["pgd_minus_worst_case"]["attack"]
+    lines += ["", "Worst case over the suite, and how far it lies below "
+              f"{attack} alone (points; mean ± standard error over seeds):", "",
+              f"| ticket | density | worst case | {attack} − worst case |", "|---|---|---:|---:|"]
+    for r in gaps:
+      worst, gap = r["robust_accuracy"]["worst_case"], r["pgd_minus_worst_case"]
+      lines.append(f"| {r['method']} | {100 * r['density']:.1f}% | "
+                   f"{100 * worst['mean']:.2f} ± {100 * worst['stderr']:.2f} | "
+                   f"{100 * gap['mean']:.2f} ± {100 * gap['stderr']:.2f} |")
   pairs = {(p.get("method", "awt"), p.get("baseline", "random")) for p in result.get("paired", [])}
   named = pairs != {("awt", "random")}
   sections = [
@@ -245,8 +269,7 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: pathlib.Path, title: str) -> bool:
   rows = result["rows"]
-  attack = next((a for r in rows for a in sorted(r["robust_accuracy"]) if a.startswith("pgd")),
-                None)
+  attack = sweep.headline_attack(rows)
   if attack is None:
     return False
   import matplotlib
@@ -256,13 +279,14 @@ def plot(result: dict, path: pathlib.Path, title: str) -> bool:
   for i, method in enumerate(sorted({r["method"] for r in rows})):
     mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["density"])
     means = [100 * r["robust_accuracy"][attack]["mean"] for r in mine]
-    stds = [100 * r["robust_accuracy"][attack]["std"] for r in mine]
+    # Standard errors, as the tables quote (older aggregates hold the std only).
+    errors = [100 * r["robust_accuracy"][attack]["std"] / math.sqrt(r["n"]) for r in mine]
     if method == "dense":
       ax.axhline(means[0], color="k", ls="--", lw=1, label="dense (mean)")
-      ax.axhspan(means[0] - stds[0], means[0] + stds[0], color="k", alpha=0.08)
+      ax.axhspan(means[0] - errors[0], means[0] + errors[0], color="k", alpha=0.08)
       continue
-    ax.errorbar([100 * r["density"] for r in mine], means, yerr=stds, fmt="o-", capsize=3,
-                label=f"{method} (mean ± std)", color=f"C{i}")
+    ax.errorbar([100 * r["density"] for r in mine], means, yerr=errors, fmt="o-", capsize=3,
+                label=f"{method} (mean ± s.e.)", color=f"C{i}")
     for r in mine:  # Each seed, so a reader sees the draws, not only their summary.
       ax.plot([100 * r["density"]] * r["n"],
               [100 * v for v in r["robust_accuracy"][attack]["values"]], ".",
@@ -294,7 +318,8 @@ def write(folder: pathlib.Path, name: str, result: dict) -> str:
            f"seeds {result['seeds']}")
   tm = result.get("threat_model")
   if tm:
-    title += f"\n{sweep.threat_model_text(tm)}"
+    # Wrapped: the full suite's description is longer than the figure is wide.
+    title += "\n" + "\n".join(textwrap.wrap(sweep.threat_model_text(tm), 80))
   plot(result, folder / f"{name}.png", title)
   return md
 

@@ -48,8 +48,10 @@ def test_mean_std_and_paired_t_test_match_closed_forms(seeds, tmp_path):
   assert awt["n"] == 3 and awt["seeds"] == [0, 1, 2]
   assert awt["robust_accuracy"]["pgd100"]["mean"] == pytest.approx(0.47)
   assert awt["robust_accuracy"]["pgd100"]["std"] == pytest.approx(0.04)  # sample std, n − 1
-  assert awt["natural_accuracy"] == {"mean": pytest.approx(0.8), "std": 0.0,
+  assert awt["robust_accuracy"]["pgd100"]["stderr"] == pytest.approx(0.04 / math.sqrt(3))
+  assert awt["natural_accuracy"] == {"mean": pytest.approx(0.8), "std": 0.0, "stderr": 0.0,
                                      "values": [0.8, 0.8, 0.8]}
+  assert "pgd_minus_worst_case" not in awt  # PGD alone: no suite to compare with.
   pgd = next(p for p in result["paired"] if p["metric"] == "pgd100")
   assert pgd["differences"] == pytest.approx([0.01, 0.03, 0.02])
   assert pgd["mean"] == pytest.approx(0.02) and pgd["std"] == pytest.approx(0.01)
@@ -146,3 +148,18 @@ def test_a_scalable_search_is_also_paired_with_the_exact_one(seeds, tmp_path):
   assert [(m, b) for m, b, _ in pgd] == [
       ("awt", "random"), ("awt[cheap]", "random"), ("awt[cheap]", "awt")]
   assert pgd[-1][2] == pytest.approx([-0.02, 0.01])  # cheap − exact, per seed.
+
+
+def test_the_gap_between_pgd_and_the_worst_case_is_reported_per_ticket(seeds, tmp_path):
+  # PGD-100 − worst case = 0.02, 0.04, 0.03 on seeds 0, 1, 2: mean 0.03, s.e. 0.01 / sqrt(3).
+  for seed, (pgd, worst) in enumerate([(0.50, 0.48), (0.40, 0.36), (0.45, 0.42)]):
+    row = _row("awt", 0.1, 0.8, pgd)
+    row["robust_accuracy"].update(square=worst + 0.01, worst_case=worst)
+    (tmp_path / f"g{seed}.json").write_text(json.dumps(
+        {"preset": "table1", "config_file": "mlp_mnist.py", "overrides": [f"seed={seed}"],
+         "rows": [row]}))
+  result = seeds.aggregate(seeds.load(["g0", "g1", "g2"], tmp_path))
+  gap = result["rows"][0]["pgd_minus_worst_case"]
+  assert gap["attack"] == "pgd100" and gap["values"] == pytest.approx([0.02, 0.04, 0.03])
+  assert gap["mean"] == pytest.approx(0.03) and gap["stderr"] == pytest.approx(0.01 / math.sqrt(3))
+  assert "| awt | 10.0% | 42.00 ± 3.46 | 3.00 ± 0.58 |" in seeds.markdown(result)

@@ -328,3 +328,29 @@ def test_an_unfinished_sweep_leaves_the_committed_table(sweep, tmp_path, monkeyp
   assert (tmp_path / "table1.json").read_text() == committed
   partial = json.loads((tmp_path / "table1.partial.json").read_text())
   assert not partial["complete"] and len(partial["rows"]) == 1
+
+
+def test_committed_table1_is_the_standard_threat_model_table():
+  """benchmarks/results/mnist_mlp_table1.json holds what issue 19 asks of it."""
+  path = os.path.join(ROOT, "benchmarks", "results", "mnist_mlp_table1.json")
+  with open(path) as f:
+    table = json.load(f)
+  rows = table["rows"]
+  seeds = {}
+  for row in rows:
+    assert row["threat_model"]["norm"] == "linf" and row["threat_model"]["units"] == "pixels"
+    assert row["threat_model"]["epsilon"] == 0.3
+    assert set(row["robust_accuracy"]) == {"pgd100", "apgd_ce", "apgd_t", "square",
+                                           "worst_case"}
+    # The worst case per example is below every single attack.
+    assert row["robust_accuracy"]["worst_case"] <= min(row["robust_accuracy"].values())
+    assert 0 <= row["natural_accuracy"] <= 1 and row["validation"]["num_examples"] > 0
+    assert row["epochs_train"] > 0 and "epochs_search" in row
+    seeds.setdefault((row["method"], row["target_density"]), set()).add(row["seed"])
+  masked = {"awt", "awt_no_kernel", "ntt", "random", "magnitude"}
+  densities = {d for m, d in seeds if m != "dense"}
+  assert len(densities) >= 3
+  for method in masked:
+    for density in densities:
+      assert len(seeds[(method, density)]) >= 3, (method, density)
+  assert len(seeds[("dense", 1.0)]) >= 3
