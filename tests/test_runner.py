@@ -53,17 +53,13 @@ def test_no_validation_rows_when_switched_off(tmp_path):
   assert "validation" not in res["models"]["dense"]
 
 
-def test_recipe_study_reports_the_validation_split_and_never_evaluates_test(tmp_path, monkeypatch):
-  from scalable_awt import config_validation, evaluation
+def test_recipe_study_reports_the_validation_split_and_never_evaluates_test(
+    tmp_path, request):
+  from scalable_awt import config_validation
   c = _toy()
   c.methods = ("random",)
   reference = train.train_and_evaluate(c, str(tmp_path / "test_split"))["models"]["random"]
-  sizes = []
-  evaluate = evaluation.evaluate
-  def recording(apply_fn, params, images, labels, **kwargs):
-    sizes.append(len(labels))
-    return evaluate(apply_fn, params, images, labels, **kwargs)
-  monkeypatch.setattr(evaluation, "evaluate", recording)
+  sizes = request.getfixturevalue("evaluated_sizes")  # From here on.
   c.eval.split = "validation"
   res = train.train_and_evaluate(c, str(tmp_path / "validation_split"))
   row = res["models"]["random"]
