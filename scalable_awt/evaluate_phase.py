@@ -60,6 +60,18 @@ def validation_split(dataset) -> tuple[np.ndarray, np.ndarray] | None:
   return images, labels
 
 
+def check_split(settings, dataset) -> None:
+  """Refuses `eval.split = "validation"` on data without a held-out split.
+
+  Called once the data is loaded, before any search or training is spent.
+  """
+  if settings.eval.split == "validation" and validation_split(dataset) is None:
+    raise config_validation.ConfigError(
+        f"eval.split='validation' but {settings.data.name} has no validation split here "
+        f"(data.validation_examples={settings.data.validation_examples}); hold some "
+        "training examples out with data.validation_examples=N")
+
+
 def evaluate_one(settings, workdir, method, state, *, model, dataset, status
                  ) -> dict:
   """`{"split", "reported", "validation"}`, cached.
@@ -69,14 +81,12 @@ def evaluate_one(settings, workdir, method, state, *, model, dataset, status
   beside a test evaluation (None when there is none, or when the suite itself
   ran on the validation split).
   """
-  path = os.path.join(workdir, "eval", f"{method}.json")
   split = settings.eval.split
+  check_split(settings, dataset)
+  # One cache per split: a recipe study never replaces the test evaluation.
+  path = os.path.join(workdir, "eval",
+                      f"{method}.json" if split == "test" else f"{method}.{split}.json")
   held_out = validation_split(dataset)
-  if split == "validation" and held_out is None:
-    raise config_validation.ConfigError(
-        f"eval.split='validation' but {settings.data.name} has no validation split here "
-        f"(data.validation_examples={settings.data.validation_examples}); hold some "
-        "training examples out with data.validation_examples=N")
   if not settings.eval.validation and split == "test":
     held_out = None
   fingerprint = json.dumps({

@@ -127,6 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.time()
   dataset = data_lib.load(settings.data, seed=settings.seed)
   metrics_lib.write_json(os.path.join(workdir, "dataset.json"), dataset.info())
+  if "evaluate" in settings.phases:
+    evaluate_phase.check_split(settings, dataset)
   logging.info("data: %s", dataset.info())
   mesh = distribution.make_mesh()
   model = settings.model.build(dataset.num_classes)

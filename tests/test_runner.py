@@ -71,6 +71,13 @@ def test_recipe_study_reports_the_validation_split_and_never_evaluates_test(
   assert reference["split"] == "test"
   assert row["natural_accuracy"] == reference["validation"]["natural_accuracy"]
   assert row["robust_accuracy"] == reference["validation"]["robust_accuracy"]
+  assert (tmp_path / "validation_split" / "eval" / "random.validation.json").exists()
+  assert not (tmp_path / "validation_split" / "eval" / "random.json").exists()
   c.data.validation_examples = 0
   with pytest.raises(config_validation.ConfigError, match=r"eval\.split.*validation_examples"):
     train.train_and_evaluate(c, str(tmp_path / "no_split"))
+  # A data set whose standard split is empty is refused before any training.
+  c.data.validation_examples = -1
+  with pytest.raises(config_validation.ConfigError, match=r"no validation split here"):
+    train.train_and_evaluate(c, str(tmp_path / "standard_empty"))
+  assert not (tmp_path / "standard_empty" / "checkpoints" / "train").exists()
