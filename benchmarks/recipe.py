@@ -38,6 +38,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import seeds  # noqa: E402  Mean and standard error, as the seed tables compute them.
 import sweep  # noqa: E402  The runner call, config loading and report helpers.
 
 SPLIT = "eval.split=validation"
@@ -51,14 +52,10 @@ def summarise(rows, select) -> tuple[list[dict], str]:
     by_key.setdefault((row["variant"], row["method"]), []).append(row)
   summary = []
   for (variant, method), draws in by_key.items():
-    def stats(values):
-      std = statistics.stdev(values) if len(values) > 1 else 0.0
-      return {"mean": statistics.fmean(values), "stderr": std / math.sqrt(len(values)),
-              "values": values}
     summary.append({"variant": variant, "method": method, "n": len(draws),
                     "seeds": [r["seed"] for r in draws],
-                    "natural_accuracy": stats([r["natural_accuracy"] for r in draws]),
-                    "robust_accuracy": stats([r["robust_accuracy"][attack] for r in draws]),
+                    "natural_accuracy": seeds.spread([r["natural_accuracy"] for r in draws]),
+                    "robust_accuracy": seeds.spread([r["robust_accuracy"][attack] for r in draws]),
                     "attack": attack})
   scores = {}
   for entry in summary:

@@ -95,7 +95,8 @@ def _attack_order(attacks) -> list[str]:
   return sorted(attacks, key=lambda a: (not a.startswith("pgd"), a))
 
 
-def _summary(values) -> dict:
+def spread(values) -> dict:
+  """Mean, sample std, standard error and the values themselves."""
   std = statistics.stdev(values) if len(values) > 1 else 0.0
   return {"mean": statistics.fmean(values), "std": std,
           "stderr": std / math.sqrt(len(values)), "values": list(values)}
@@ -119,8 +120,8 @@ def aggregate(sweeps) -> dict:
         "method": method, "target_density": target,
         "density": statistics.fmean(r["density"] for _, r in draws),
         "seeds": [s for s, _ in draws], "n": len(draws),
-        "natural_accuracy": _summary([r["natural_accuracy"] for _, r in draws]),
-        "robust_accuracy": {a: _summary([r["robust_accuracy"][a] for _, r in draws])
+        "natural_accuracy": spread([r["natural_accuracy"] for _, r in draws]),
+        "robust_accuracy": {a: spread([r["robust_accuracy"][a] for _, r in draws])
                             for a in attacks},
     }
     # How much the full suite takes off PGD alone: a large gap is what
@@ -128,7 +129,7 @@ def aggregate(sweeps) -> dict:
     pgd = _pgd_key(row["robust_accuracy"])
     if pgd and "worst_case" in row["robust_accuracy"]:
       row["pgd_minus_worst_case"] = dict(
-          _summary([r["robust_accuracy"][pgd] - r["robust_accuracy"]["worst_case"]
+          spread([r["robust_accuracy"][pgd] - r["robust_accuracy"]["worst_case"]
                     for _, r in draws]), attack=pgd)
     rows.append(row)
   # Every AWT ticket (`awt`, or `awt[<estimator>]`) against every other

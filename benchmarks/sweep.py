@@ -362,7 +362,8 @@ def markdown(rows, paper, threat_model: dict | None = None) -> str:
     lines.append("| " + " | ".join(cells) + " |")
   gaps = curve_gaps(rows)
   if gaps:
-    lines += ["", f"Accuracy curves (per epoch, during training) against the dense network's over {gaps[0]['epochs']} epochs "
+    lines += ["", "Accuracy curves (per epoch, during training) against the dense network's "
+              f"over {gaps[0]['epochs']} epochs "
               "(mean |ticket − dense|, points; signed: ticket − dense):", "",
               "| method | density | natural gap | robust gap | robust signed |",
               "|---|---|---:|---:|---:|"]
