@@ -35,6 +35,7 @@ import math
 import pathlib
 import statistics
 import sys
+import textwrap
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -109,8 +110,9 @@ def plot(result: dict, path: pathlib.Path) -> None:
                 [v + (" (chosen)" if v == result["chosen"] else "") for v in variants])
   ax.set_ylabel(f"validation {result['summary'][0]['attack']} (%), mean ± s.e.")
   tm = result.get("threat_model")
-  ax.set_title(f"{result['name']}: validation split only"
-               + (f"\n{sweep.threat_model_text(tm)[:90]}" if tm else ""), fontsize=8)
+  threat = "\n".join(textwrap.wrap(sweep.threat_model_text(tm), 90)) if tm else ""
+  ax.set_title(f"{result['name']}: validation split only" + (f"\n{threat}" if tm else ""),
+               fontsize=8)
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()

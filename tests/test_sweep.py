@@ -222,7 +222,7 @@ PAPER_CONFIGS = sorted(
     os.path.join(ROOT, "configs", "paper", name)
     for name in os.listdir(os.path.join(ROOT, "configs", "paper"))
     if name.endswith(".py") and not name.startswith("_"))
-PAPER_ARGS = {"mnist_mlp_table1.py": ["", "eps092", "eps092,committed", "smoke"],
+PAPER_ARGS = {"mnist_mlp_table1.py": ["", "eps092", "eps092,committed", "validated", "smoke"],
               "cnn_mnist_fig6.py": ["", "full", "seeds3"],
               "estimators_mnist_mlp.py": ["", "seeds3"]}
 
@@ -257,6 +257,17 @@ def test_table1_config_states_the_standard_threat_model(sweep):
     sweep.load_config(path + ":eps03")
   with pytest.raises(ValueError, match="eps092,committed"):
     sweep.load_config(path + ":committed")
+  # The recipe chosen on the validation split differs from the default (the
+  # earlier test-set recipe) in the schedule and the training learning rate only.
+  validated = sweep.load_config(path + ":validated")
+  assert (validated.search.density_schedule, validated.train.learning_rate) == ("constant", 3e-3)
+  assert (primary.search.density_schedule, primary.train.learning_rate) == ("cubic", 1e-3)
+  for group in ("data", "attack", "eval"):
+    assert validated[group].to_dict() == primary[group].to_dict()
+  assert validated.search.mask_distribution == primary.search.mask_distribution == "lth"
+  assert sweep.preset_from_config(path + ":validated").name == "mnist_mlp_table1_validated"
+  with pytest.raises(ValueError, match="does not combine"):
+    sweep.load_config(path + ":validated,eps092")
   # The shared words reach paper configs too: the cheap search, as VGG-16 runs it.
   cheap = sweep.load_config(path + ":cheap")
   assert {k: cheap.search[k] for k in config_schema.CHEAP_SEARCH} == config_schema.CHEAP_SEARCH
