@@ -43,6 +43,9 @@ Expected: at eps = 0.3 px on the shortened schedule, seeds 0-2, worst-case
           0.345, awt_no_kernel 0.416 / 0.405 / 0.384, ntt 0.438 / 0.437 /
           0.360, random 0.438 / 0.447 / 0.386, magnitude 0.374 / 0.397 /
           0.369, dense 0.299 (benchmarks/results/mnist_mlp_table1.json). With
+          :validated, same schedule: AWT 0.509 / 0.487 / 0.429, awt_no_kernel
+          0.510 / 0.498 / 0.442, random 0.493 / 0.493 / 0.411, dense 0.360
+          (benchmarks/results/mnist_mlp_table1_validated.json). With
           :eps092,committed, seed 0: AWT 0.917 / 0.903 / 0.880 / 0.837 / 0.746
           PGD-100 at 51.3 / 16.9 / 8.7 / 3.6 / 1.8% density.
 """
