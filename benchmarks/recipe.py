@@ -111,7 +111,7 @@ def plot(result: dict, path: pathlib.Path) -> None:
   ax.set_ylabel(f"validation {result['summary'][0]['attack']} (%), mean ± s.e.")
   tm = result.get("threat_model")
   threat = "\n".join(textwrap.wrap(sweep.threat_model_text(tm), 90)) if tm else ""
-  ax.set_title(f"{result['name']}: validation split only" + (f"\n{threat}" if tm else ""),
+  ax.set_title(f"{result['name']}: validation split only" + (f"\n{threat}" if threat else ""),
                fontsize=8)
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3, axis="y")
