@@ -1,4 +1,4 @@
-"""Seed spread of a sweep: mean ± std over sweeps that differ only in `seed`.
+"""Seed spread of a sweep: mean ± standard error over sweeps that differ only in `seed`.
 
 One sweep (`benchmarks/sweep.py ... --set seed=<s>`) is one draw of every
 ticket: the seed drives initialisation, masks, data order, PGD starts and the
@@ -7,8 +7,8 @@ reads several sweeps of the same config and schedule and writes, under
 `--out` (default benchmarks/results/, where the sweeps are read from too):
 
     <name>.json  {"inputs", "seeds", "threat_model", "rows", "paired", ...}
-    <name>.md    the threat model; mean ± std per ticket; AWT − random per seed
-    <name>.png   robust accuracy vs density with ±std bars
+    <name>.md    the threat model; mean ± standard error per ticket; AWT − random per seed
+    <name>.png   robust accuracy vs density with ± standard-error bars
 
 A sweep over several seeds in one invocation (`benchmarks/sweep.py --config
 ... --seeds 0,1,2`) writes the same `<sweep>_seeds.*` itself, through
@@ -107,7 +107,7 @@ def _pgd_key(robust: dict) -> str | None:
 
 
 def aggregate(sweeps) -> dict:
-  """Per (method, density): mean ± std; per density: paired AWT − random."""
+  """Per (method, density): mean, std and s.e.; per density: paired AWT − random."""
   seeds = [seed_of(s) for s in sweeps]
   by_key: dict[tuple, list] = {}
   for seed, sweep in zip(seeds, sweeps):
@@ -203,7 +203,8 @@ def _paired(target, metric, seeds, awt_values, random_values) -> dict:
 
 
 def _pm(summary: dict) -> str:
-  return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+  """Mean ± standard error, as the docs quote seeds."""
+  return f"{100 * summary['mean']:.2f} ± {100 * summary['stderr']:.2f}"
 
 
 def threat_model_of(result: dict) -> dict | None:
@@ -223,7 +224,7 @@ def markdown(result: dict) -> str:
   lines = []
   if result.get("threat_model"):
     lines += [f"Threat model: {sweep.threat_model_text(result['threat_model'])}.", ""]
-  lines += [f"Mean ± std over seeds {result['seeds']} (%):", "",
+  lines += [f"Mean ± standard error over seeds {result['seeds']} (%):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
     cells = [r["method"], f"{100 * r['density']:.1f}%", str(r["n"]), _pm(r["natural_accuracy"])]

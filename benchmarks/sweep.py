@@ -22,7 +22,7 @@ run are collected into `--out` (default benchmarks/results/):
     <name>.md     the table with its threat model, the paper's figures beside ours
     <name>.png    robust accuracy vs density, one line per method
     <name>_curves.png  robust accuracy per training epoch
-    <name>_seeds.{json,md,png}  with several seeds: mean ± std, paired AWT − baseline
+    <name>_seeds.{json,md,png}  with several seeds: mean ± standard error, paired AWT − baseline
 
 Each row is `{"method", "density", "seed", "threat_model", "natural_accuracy",
 "robust_accuracy": {"pgd<k>", "apgd_ce", ..., "worst_case"}, "validation",

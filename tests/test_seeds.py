@@ -64,7 +64,7 @@ def test_mean_std_and_paired_t_test_match_closed_forms(seeds, tmp_path):
   assert natural["differences"] == pytest.approx([0.1] * 3) and natural["awt_ahead"] == 3
   assert "p_value" not in natural  # Zero spread: no test to run.
   text = seeds.markdown(result)
-  assert "| awt | 10.0% | 3 | 80.00 ± 0.00 | 47.00 ± 4.00 |" in text
+  assert "| awt | 10.0% | 3 | 80.00 ± 0.00 | 47.00 ± 2.31 |" in text  # std 4.00 / sqrt(3)
   assert "| 10.0% | pgd100 | +1.0, +3.0, +2.0 | +2.0 ± 0.6 | 3/3 | 0.074 |" in text
 
 
@@ -90,7 +90,13 @@ def test_main_writes_json_markdown_and_plot(seeds, tmp_path, monkeypatch):
   assert seeds.main(["s0", "s1", "--name", "both"]) == 0
   result = json.loads((tmp_path / "both.json").read_text())
   assert result["inputs"] == ["s0", "s1"] and result["overrides"] == ["train.epochs=10"]
-  assert (tmp_path / "both.md").read_text().startswith("Mean ± std over seeds [0, 1]")
+  report = (tmp_path / "both.md").read_text()
+  assert report.startswith("Mean ± standard error over seeds [0, 1]")
+  # The table quotes the standard error (std / sqrt(n)), not the std.
+  awt = next(r for r in result["rows"] if r["method"] == "awt")
+  pgd = awt["robust_accuracy"]["pgd100"]
+  assert pgd["stderr"] == pytest.approx(pgd["std"] / 2 ** 0.5) and pgd["stderr"] > 0
+  assert f"{100 * pgd['mean']:.2f} ± {100 * pgd['stderr']:.2f}" in report
   assert (tmp_path / "both.png").stat().st_size > 0
   with pytest.raises(SystemExit, match="at least two sweeps"):
     seeds.main(["s0", "--name", "one"])
