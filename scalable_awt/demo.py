@@ -38,7 +38,8 @@ def main(argv=None) -> int:
   parser.add_argument("--smoke", action="store_true",
                       help="The config's smoke variant (seconds).")
   args = parser.parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # 3: data_sources holds back TF start-up lines too.
+  # 3, as main sets it: data_sources then holds back TensorFlow's start-up lines too.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger().setLevel(logging.WARNING)
